@@ -1,0 +1,5 @@
+"""`python -m chatkeep` runs the command line."""
+
+from chatkeep.cli import main
+
+main()

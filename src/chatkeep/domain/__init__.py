@@ -1,0 +1,1 @@
+"""IO-free core: records, context-window policy, token estimates, trend statistics."""

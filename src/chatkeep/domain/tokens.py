@@ -1,0 +1,29 @@
+"""Token estimates without a tokenizer.
+
+The default estimator counts roughly one token per four characters of English
+text, with a floor of one token per word-like run; it is fast and errs high for
+code and non-Latin scripts only a little. A real tokenizer can be plugged in by
+anything that implements `TokenEstimator`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+#: Tokens every message costs beyond its text (role markers, separators).
+MESSAGE_OVERHEAD_TOKENS = 4
+
+
+class TokenEstimator(Protocol):
+    """Counts the tokens of a text."""
+
+    def __call__(self, text: str) -> int: ...
+
+
+def estimate_tokens(text: str) -> int:
+    """A fast heuristic: max(characters / 4, words), at least 1 for non-empty text."""
+    if not text:
+        return 0
+    by_chars = (len(text) + 3) // 4
+    by_words = text.count(" ") + 1
+    return max(by_chars, by_words)

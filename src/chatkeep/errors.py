@@ -1,0 +1,102 @@
+"""The errors chatkeep raises, and the HTTP status each one maps to.
+
+Driver errors (sqlite3, asyncpg, aiohttp) never leave the backend that caused
+them: each backend translates them into one of these.
+
+    ChatkeepError                      500  internal
+    ├── NotFound                       404  not_found
+    ├── InvalidRequest                 422  invalid_request
+    │   └── UnknownModel               422  unknown_model
+    ├── PayloadTooLarge                413  payload_too_large
+    ├── Conflict                       409  conflict
+    │   └── ReplyInProgress            409  reply_in_progress
+    ├── Unauthorized                   401  unauthorized
+    ├── Overloaded                     503  overloaded     (carries Retry-After)
+    ├── StorageError                   503  storage_unavailable
+    └── ProviderError                  502  provider_error
+        ├── ProviderUnavailable        502  provider_unavailable
+        ├── ProviderTimeout            504  provider_timeout
+        └── StreamCut                  502  stream_cut
+"""
+
+from __future__ import annotations
+
+
+class ChatkeepError(Exception):
+    """Base of every error chatkeep raises on purpose."""
+
+    status_code = 500
+    code = "internal"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFound(ChatkeepError):
+    status_code = 404
+    code = "not_found"
+
+
+class InvalidRequest(ChatkeepError):
+    status_code = 422
+    code = "invalid_request"
+
+
+class UnknownModel(InvalidRequest):
+    code = "unknown_model"
+
+
+class PayloadTooLarge(ChatkeepError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class Conflict(ChatkeepError):
+    status_code = 409
+    code = "conflict"
+
+
+class ReplyInProgress(Conflict):
+    code = "reply_in_progress"
+
+
+class Unauthorized(ChatkeepError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class Overloaded(ChatkeepError):
+    """The server is over a bound; the client should retry after a pause."""
+
+    status_code = 503
+    code = "overloaded"
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class StorageError(ChatkeepError):
+    status_code = 503
+    code = "storage_unavailable"
+
+
+class ProviderError(ChatkeepError):
+    """A model backend failed; `reason` is stored with an incomplete reply."""
+
+    status_code = 502
+    code = "provider_error"
+
+
+class ProviderUnavailable(ProviderError):
+    code = "provider_unavailable"
+
+
+class ProviderTimeout(ProviderError):
+    status_code = 504
+    code = "provider_timeout"
+
+
+class StreamCut(ProviderError):
+    code = "stream_cut"

@@ -1,0 +1,1 @@
+"""Model backends: one module per wire format, all behind `providers.base.Provider`."""
