@@ -165,6 +165,12 @@ class Store(abc.ABC):
         """Up to ``limit`` messages with ``seq < before``, newest first (for context)."""
 
     @abc.abstractmethod
+    async def find_send(
+        self, owner_id: str, conversation_id: str, client_message_id: str
+    ) -> ReplyStart | None:
+        """The first send with ``client_message_id`` (``replayed=True``), or ``None``."""
+
+    @abc.abstractmethod
     async def begin_reply(
         self,
         owner_id: str,

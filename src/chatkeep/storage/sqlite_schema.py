@@ -1,0 +1,86 @@
+"""The SQLite schema, as an ordered list of migrations.
+
+``PRAGMA user_version`` holds the number of migrations applied. Migrations only
+ever get appended; one that shipped is never edited.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: list[str] = [
+    # 1: conversations and messages.
+    """
+    CREATE TABLE conversations (
+        id                  TEXT PRIMARY KEY,
+        owner_id            TEXT NOT NULL,
+        title               TEXT,
+        model               TEXT NOT NULL,
+        system_prompt       TEXT,
+        metadata            TEXT NOT NULL DEFAULT '{}',
+        status              TEXT NOT NULL DEFAULT 'active',
+        created_at          REAL NOT NULL,
+        updated_at          REAL NOT NULL,
+        last_activity       REAL NOT NULL,
+        message_count       INTEGER NOT NULL DEFAULT 0,
+        prompt_tokens       INTEGER NOT NULL DEFAULT 0,
+        completion_tokens   INTEGER NOT NULL DEFAULT 0,
+        open_reply_to       TEXT,
+        summary             TEXT,
+        summary_through_seq INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX conversations_by_owner
+        ON conversations (owner_id, created_at DESC, id DESC);
+    CREATE INDEX conversations_with_open_reply
+        ON conversations (open_reply_to) WHERE open_reply_to IS NOT NULL;
+
+    -- Keyed by (conversation, seq) so a history page is one range scan.
+    CREATE TABLE messages (
+        conversation_id   TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+        seq               INTEGER NOT NULL,
+        id                TEXT NOT NULL UNIQUE,
+        role              TEXT NOT NULL,
+        content           TEXT NOT NULL,
+        status            TEXT NOT NULL,
+        created_at        REAL NOT NULL,
+        client_message_id TEXT,
+        reply_to          TEXT,
+        reason            TEXT,
+        prompt_tokens     INTEGER,
+        completion_tokens INTEGER,
+        PRIMARY KEY (conversation_id, seq)
+    ) WITHOUT ROWID;
+    CREATE UNIQUE INDEX messages_by_client_id
+        ON messages (conversation_id, client_message_id) WHERE client_message_id IS NOT NULL;
+    CREATE INDEX messages_by_reply_to
+        ON messages (conversation_id, reply_to) WHERE reply_to IS NOT NULL;
+    """,
+]
+
+
+def schema_version(connection: sqlite3.Connection) -> int:
+    """How many migrations the database has applied."""
+    row = connection.execute("PRAGMA user_version").fetchone()
+    return int(row[0])
+
+
+def migrate(connection: sqlite3.Connection) -> int:
+    """Apply the missing migrations, each in its own transaction; return the new version."""
+    version = schema_version(connection)
+    if version > len(MIGRATIONS):
+        raise RuntimeError(
+            f"database schema version {version} is newer than this chatkeep "
+            f"({len(MIGRATIONS)}); upgrade chatkeep"
+        )
+    for number in range(version, len(MIGRATIONS)):
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in MIGRATIONS[number].split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+            connection.execute(f"PRAGMA user_version = {number + 1}")
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+    return len(MIGRATIONS)
