@@ -92,7 +92,16 @@ class Settings(BaseSettings):
     max_metadata_bytes: int = Field(default=16 * 1024, ge=2)
     idempotency_key_chars: int = Field(default=200, ge=8)
 
-    stream_buffer_bytes: int = Field(default=1024 * 1024, ge=1024)
+    default_owner: str = "default"
+
+    max_inflight_generations: int = Field(default=64, ge=1)
+    max_queued_generations: int = Field(default=256, ge=0)
+    retry_after_seconds: float = Field(default=1.0, gt=0)
+
+    max_reply_chars: int = Field(default=200_000, ge=1)
+    subscriber_lag_bytes: int = Field(default=256 * 1024, ge=1024)
+    stream_retention_seconds: float = Field(default=60.0, ge=0)
+    max_retained_streams: int = Field(default=1000, ge=0)
     sse_ping_seconds: float = Field(default=15.0, gt=0)
     sse_send_timeout_seconds: float = Field(default=30.0, gt=0)
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
@@ -101,7 +110,7 @@ class Settings(BaseSettings):
 
     config_file: Path | None = Field(default=None, exclude=True)
 
-    @field_validator("max_body_bytes", "stream_buffer_bytes", "max_metadata_bytes", mode="before")
+    @field_validator("max_body_bytes", "subscriber_lag_bytes", "max_metadata_bytes", mode="before")
     @classmethod
     def _sizes(cls, value: Any) -> Any:
         return parse_size(value) if isinstance(value, (int, str)) else value

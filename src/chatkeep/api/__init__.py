@@ -1,0 +1,1 @@
+"""HTTP routes: conversations, OpenAI-compatible endpoints, health."""

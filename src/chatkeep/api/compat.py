@@ -1,0 +1,187 @@
+"""The OpenAI-compatible, stateless endpoints: ``/v1/chat/completions`` and ``/v1/models``.
+
+This is the hot path the benchmarks measure, so it is a plain Starlette route:
+no pydantic model of the body, no re-encoding when the backend speaks OpenAI
+itself (the bytes are relayed as they arrive), and the admission slot is held
+exactly as long as the backend is busy.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from chatkeep.api.context import AppState, state
+from chatkeep.api.relay import RelayResponse
+from chatkeep.domain.records import Usage
+from chatkeep.domain.tokens import estimate_tokens
+from chatkeep.errors import InvalidRequest
+from chatkeep.providers.base import ChatRequest, Provider
+from chatkeep.serialize import usage_dict
+
+_JSON = "application/json"
+_SSE = "text/event-stream"
+
+
+def _parse(body: bytes) -> dict[str, Any]:
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"body is not valid JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise InvalidRequest("body must be a JSON object")
+    if not isinstance(payload.get("model"), str):
+        raise InvalidRequest("model: a string is required")
+    messages = payload.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("messages: a non-empty list is required")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise InvalidRequest(f"messages.{index}: needs a string role")
+    return payload
+
+
+async def chat_completions(request: Request) -> Response:
+    """``POST /v1/chat/completions``: OpenAI's wire format, streamed or not."""
+    app = state(request)
+    body = await request.body()
+    payload = _parse(body)
+    model = payload["model"]
+    provider, _ = app.providers.get(model)
+    streamed = bool(payload.get("stream"))
+    await app.admission.acquire()
+    # Once a streamed response exists, it owns the slot and gives it back itself.
+    owned_by_response = False
+    try:
+        if provider.supports_passthrough:
+            upstream = app.providers.upstream_model(model)
+            if upstream != model:
+                payload["model"] = upstream
+                body = orjson.dumps(payload)
+            answer = await provider.passthrough(body)
+            if not streamed:
+                chunks = [chunk async for chunk in answer.body]
+                return Response(b"".join(chunks), answer.status, media_type=answer.content_type)
+            chunks_iter = answer.body
+            status, media_type = answer.status, answer.content_type
+        elif streamed:
+            chunks_iter = _translated_stream(provider, payload, model)
+            status, media_type = 200, _SSE
+        else:
+            return await _translated_answer(provider, payload, model)
+        owned_by_response = True
+        return RelayResponse(
+            chunks_iter, status_code=status, media_type=media_type, on_close=_releaser(app)
+        )
+    finally:
+        if not owned_by_response:
+            app.admission.release()
+
+
+def _releaser(app: AppState) -> Callable[[], Awaitable[None]]:
+    async def release() -> None:
+        app.admission.release()
+
+    return release
+
+
+def _request(provider_model: str, payload: dict[str, Any]) -> ChatRequest:
+    messages = [
+        {"role": str(m["role"]), "content": m.get("content") or ""} for m in payload["messages"]
+    ]
+    options: dict[str, Any] = {
+        k: payload[k] for k in ("temperature", "max_tokens", "top_p") if k in payload
+    }
+    return ChatRequest(model=provider_model, messages=messages, options=options)
+
+
+def _completion_id() -> str:
+    return "chatcmpl-" + os.urandom(12).hex()
+
+
+async def _translated_answer(provider: Provider, payload: dict[str, Any], model: str) -> Response:
+    request = _request(model, payload)
+    completion = await provider.complete(request)
+    usage = completion.usage or _estimated_usage(request, completion.text)
+    answer = {
+        "id": _completion_id(),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": completion.text},
+                "finish_reason": completion.finish_reason or "stop",
+            }
+        ],
+        "usage": usage_dict(usage),
+    }
+    return Response(orjson.dumps(answer), media_type=_JSON)
+
+
+async def _translated_stream(
+    provider: Provider, payload: dict[str, Any], model: str
+) -> AsyncIterator[bytes]:
+    request = _request(model, payload)
+    include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
+    head = {
+        "id": _completion_id(),
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+    }
+
+    def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        return b"data: " + orjson.dumps({**head, "choices": choices, **extra}) + b"\n\n"
+
+    yield event(
+        [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]
+    )
+    parts: list[str] = []
+    usage: Usage | None = None
+    finish_reason = "stop"
+    try:
+        async for chunk in provider.stream(request):
+            usage = chunk.usage or usage
+            finish_reason = chunk.finish_reason or finish_reason
+            if chunk.text:
+                parts.append(chunk.text)
+                yield event([{"index": 0, "delta": {"content": chunk.text}, "finish_reason": None}])
+    except InvalidRequest:
+        raise
+    except Exception as exc:  # the status line is gone; report in the stream as OpenAI does
+        message = getattr(exc, "message", str(exc))
+        yield (
+            b"data: "
+            + orjson.dumps({"error": {"code": "provider_error", "message": message}})
+            + b"\n\n"
+        )
+        return
+    yield event([{"index": 0, "delta": {}, "finish_reason": finish_reason}])
+    if include_usage:
+        usage = usage or _estimated_usage(request, "".join(parts))
+        yield event([], usage=usage_dict(usage))
+    yield b"data: [DONE]\n\n"
+
+
+def _estimated_usage(request: ChatRequest, reply: str) -> Usage:
+    prompt = sum(estimate_tokens(m["content"]) for m in request.messages)
+    return Usage(prompt, estimate_tokens(reply))
+
+
+async def list_models(request: Request) -> Response:
+    """``GET /v1/models``: the configured model names."""
+    app = state(request)
+    created = int(time.time())
+    data = [
+        {"id": name, "object": "model", "created": created, "owned_by": "chatkeep"}
+        for name in app.providers.names()
+    ]
+    return Response(orjson.dumps({"object": "list", "data": data}), media_type=_JSON)

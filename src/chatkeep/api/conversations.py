@@ -1,0 +1,256 @@
+"""Routes of the conversation API under ``/api/conversations``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.status import HTTP_201_CREATED, HTTP_204_NO_CONTENT
+
+from chatkeep.api.context import AppState, state
+from chatkeep.api.errors import chatkeep_error_response
+from chatkeep.api.schemas import CreateConversation, SendMessage, UpdateConversation
+from chatkeep.api.sse import replayed_events, sse_response, stream_events
+from chatkeep.conversations import SendResult, error_payload
+from chatkeep.domain.records import Message
+from chatkeep.errors import ChatkeepError, InvalidRequest, NotFound, ReplyInProgress
+from chatkeep.serialize import conversation_dict, message_dict
+from chatkeep.storage.base import UNSET
+
+router = APIRouter(prefix="/api/conversations", tags=["conversations"])
+
+
+def _owner(request: Request) -> str:
+    # Every request acts for one owner; API keys mapped to owners plug in here.
+    owner: str = request.scope.get("chatkeep.owner", state(request).settings.default_owner)
+    return owner
+
+
+def _check_text(app: AppState, name: str, value: str | None, limit: int) -> None:
+    if value is not None and len(value) > limit:
+        raise InvalidRequest(f"{name} is {len(value)} characters; the limit is {limit}")
+
+
+def _check_metadata(app: AppState, metadata: dict[str, Any] | None) -> None:
+    if metadata is not None and len(orjson.dumps(metadata)) > app.settings.max_metadata_bytes:
+        raise InvalidRequest(
+            f"metadata is over the limit of {app.settings.max_metadata_bytes} bytes as JSON"
+        )
+
+
+def _page_size(app: AppState, limit: int | None) -> int:
+    return min(limit or app.settings.default_page_size, app.settings.max_page_size)
+
+
+@router.post("", status_code=HTTP_201_CREATED, summary="Create a conversation")
+async def create_conversation(body: CreateConversation, request: Request) -> dict[str, Any]:
+    app = state(request)
+    model = body.model or app.settings.default_model
+    app.providers.get(model)  # unknown model → 422 now, not at the first send
+    _check_text(app, "title", body.title, app.settings.max_title_chars)
+    _check_text(app, "system_prompt", body.system_prompt, app.settings.max_message_chars)
+    _check_metadata(app, body.metadata)
+    conversation = await app.store.create_conversation(
+        _owner(request),
+        model=model,
+        title=body.title,
+        system_prompt=body.system_prompt,
+        metadata=body.metadata,
+    )
+    return conversation_dict(conversation)
+
+
+@router.get("", summary="List conversations, newest first")
+async def list_conversations(
+    request: Request,
+    status: Literal["active", "archived"] | None = None,
+    limit: Annotated[int | None, Query(ge=1)] = None,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    app = state(request)
+    page = await app.store.list_conversations(
+        _owner(request), status=status, limit=_page_size(app, limit), cursor=cursor
+    )
+    return {"items": [conversation_dict(c) for c in page.items], "next_cursor": page.next_cursor}
+
+
+@router.get("/{conversation_id}", summary="Get a conversation with its counts and usage")
+async def get_conversation(conversation_id: str, request: Request) -> dict[str, Any]:
+    conversation = await state(request).store.get_conversation(_owner(request), conversation_id)
+    return conversation_dict(conversation)
+
+
+@router.patch("/{conversation_id}", summary="Rename, archive or re-tag a conversation")
+async def update_conversation(
+    conversation_id: str, body: UpdateConversation, request: Request
+) -> dict[str, Any]:
+    app = state(request)
+    given = body.model_fields_set
+    if "status" in given and body.status is None:
+        raise InvalidRequest("status: must be 'active' or 'archived'")
+    _check_text(app, "title", body.title, app.settings.max_title_chars)
+    _check_metadata(app, body.metadata)
+    conversation = await app.store.update_conversation(
+        _owner(request),
+        conversation_id,
+        title=body.title if "title" in given else UNSET,
+        status=body.status if body.status is not None else UNSET,
+        metadata=(body.metadata or {}) if "metadata" in given else UNSET,
+    )
+    return conversation_dict(conversation)
+
+
+@router.delete(
+    "/{conversation_id}", status_code=HTTP_204_NO_CONTENT, summary="Delete a conversation"
+)
+async def delete_conversation(conversation_id: str, request: Request) -> Response:
+    app = state(request)
+    owner = _owner(request)
+    conversation = await app.store.get_conversation(owner, conversation_id)
+    if conversation.open_reply_to is not None:
+        raise ReplyInProgress("a reply is still being generated; delete it once it is done")
+    await app.store.delete_conversation(owner, conversation_id)
+    app.streams.discard(conversation_id)
+    return Response(status_code=HTTP_204_NO_CONTENT)
+
+
+@router.get("/{conversation_id}/messages", summary="Read history, a page at a time")
+async def list_messages(
+    conversation_id: str,
+    request: Request,
+    limit: Annotated[int | None, Query(ge=1)] = None,
+    after: Annotated[int | None, Query(ge=0)] = None,
+    before: Annotated[int | None, Query(ge=1)] = None,
+) -> dict[str, Any]:
+    app = state(request)
+    page = await app.store.list_messages(
+        _owner(request),
+        conversation_id,
+        limit=_page_size(app, limit),
+        after=after,
+        before=before,
+    )
+    return {"items": [message_dict(m) for m in page.items], "next_cursor": page.next_cursor}
+
+
+@router.post(
+    "/{conversation_id}/messages",
+    summary="Send a message; the reply comes as JSON or as server-sent events",
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def send_message(
+    conversation_id: str,
+    body: SendMessage,
+    request: Request,
+    idempotency_key: Annotated[str | None, Header()] = None,
+    accept: Annotated[str | None, Header()] = None,
+) -> Response:
+    app = state(request)
+    client_message_id = body.client_message_id or idempotency_key
+    if body.client_message_id and idempotency_key and body.client_message_id != idempotency_key:
+        raise InvalidRequest("client_message_id and the Idempotency-Key header differ")
+    _check_text(app, "content", body.content, app.settings.max_message_chars)
+    _check_text(app, "client_message_id", client_message_id, app.settings.idempotency_key_chars)
+    streamed = body.stream or "text/event-stream" in (accept or "")
+    result = await app.service.send(
+        _owner(request),
+        conversation_id,
+        content=body.content,
+        client_message_id=client_message_id,
+        priority=body.priority,
+    )
+    if streamed:
+        return _stream_answer(app, result)
+    return await _json_answer(result)
+
+
+def _stream_answer(app: AppState, result: SendResult) -> Response:
+    start = result.start
+    if result.stream is not None:
+        events = stream_events(
+            result.stream, after=-1, max_lag_bytes=app.settings.subscriber_lag_bytes
+        )
+        return sse_response(events, app.settings)
+    assistant = start.assistant_message
+    if assistant is None:
+        raise ReplyInProgress("the first send with this id is still being answered; retry soon")
+    return sse_response(
+        replayed_events(start.user_message.id, _committed_events(start.user_message, assistant)),
+        app.settings,
+    )
+
+
+def _committed_events(user_message: Message, assistant: Message) -> list[tuple[str, bytes]]:
+    final = message_dict(assistant)
+    events = [("message", orjson.dumps(message_dict(user_message)))]
+    if assistant.content:
+        events.append(("delta", orjson.dumps({"text": assistant.content})))
+    if assistant.status == "complete":
+        events.append(("done", orjson.dumps(final)))
+    else:
+        reason = assistant.reason or "the reply did not finish"
+        events.append(
+            (
+                "error",
+                orjson.dumps(
+                    {"error": {"code": "incomplete", "message": reason}, "message": final}
+                ),
+            )
+        )
+    return events
+
+
+async def _json_answer(result: SendResult) -> Response:
+    start = result.start
+    assistant = start.assistant_message
+    if assistant is None:
+        if result.stream is None:
+            raise ReplyInProgress("the first send with this id is still being answered; retry soon")
+        outcome = await result.stream.wait_finished()
+        if isinstance(outcome, ChatkeepError):
+            return chatkeep_error_response(outcome, user_message=message_dict(start.user_message))
+        assistant = outcome
+    assert isinstance(assistant, Message)
+    body = {
+        "user_message": message_dict(start.user_message),
+        "assistant_message": message_dict(assistant),
+    }
+    if assistant.status == "complete":
+        return JSONResponse(body)
+    reason = assistant.reason or "the reply did not finish"
+    status = 504 if "timeout" in reason else 502
+    return JSONResponse({**error_payload(ChatkeepError(reason)), **body}, status)
+
+
+@router.get(
+    "/{conversation_id}/stream",
+    summary="Resume the current or last reply stream (send Last-Event-ID)",
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def resume_stream(
+    conversation_id: str,
+    request: Request,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> Response:
+    app = state(request)
+    owner = _owner(request)
+    stream = app.streams.get(owner, conversation_id)
+    if stream is not None:
+        after = stream.position_of(last_event_id)
+        events = stream_events(stream, after=after, max_lag_bytes=app.settings.subscriber_lag_bytes)
+        return sse_response(events, app.settings)
+    recent = await app.store.recent_messages(owner, conversation_id, limit=2)
+    assistant = next((m for m in recent if m.role == "assistant"), None)
+    user = next(
+        (m for m in recent if m.role == "user" and assistant and m.id == assistant.reply_to), None
+    )
+    if assistant is None or user is None:
+        raise NotFound(f"conversation {conversation_id} has no reply to stream")
+    committed = _committed_events(user, assistant)
+    first = 0
+    if last_event_id and last_event_id.startswith(f"{user.id}:"):
+        # The client saw this reply's text; the stream is gone, so it gets the end.
+        first = len(committed) - 1
+    return sse_response(replayed_events(user.id, committed[first:], first), app.settings)

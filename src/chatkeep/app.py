@@ -1,0 +1,110 @@
+"""`create_app(settings)`: the wiring of one chatkeep server.
+
+The middleware stack, outermost first: body limit → FastAPI (error handlers,
+routes). Routes live in `chatkeep.api`; the lifespan opens storage, closes
+replies a crash left open, and on shutdown lets running replies finish for
+``shutdown_grace_seconds`` before storing them as incomplete.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from chatkeep import __version__
+from chatkeep.api import compat, conversations, health
+from chatkeep.api.body_limit import BodyLimitMiddleware
+from chatkeep.api.context import AppState
+from chatkeep.api.errors import install_error_handlers
+from chatkeep.conversations import ConversationService
+from chatkeep.errors import UnknownModel
+from chatkeep.providers.registry import ProviderRegistry
+from chatkeep.settings import Settings
+from chatkeep.storage.base import Store
+from chatkeep.storage.memory import MemoryStore
+from chatkeep.storage.sqlite import DATABASE_FILE, SQLiteStore
+from chatkeep.streaming.admission import AdmissionQueue
+from chatkeep.streaming.registry import ReplyStreams
+
+logger = logging.getLogger("chatkeep")
+
+
+def build_store(settings: Settings) -> Store:
+    """The store the settings ask for."""
+    if settings.storage == "memory":
+        return MemoryStore()
+    return SQLiteStore(
+        settings.data_dir / DATABASE_FILE,
+        synchronous=settings.sqlite_synchronous,
+        busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+        readers=settings.sqlite_readers,
+    )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    providers: ProviderRegistry | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> FastAPI:
+    """Build the ASGI application. Nothing is opened until its lifespan starts."""
+    if settings.default_model not in settings.models:
+        raise UnknownModel(
+            f"default_model {settings.default_model!r} is not among the configured models "
+            f"({', '.join(sorted(settings.models))})"
+        )
+    the_store = store or build_store(settings)
+    the_providers = providers or ProviderRegistry.from_settings(settings)
+    admission = AdmissionQueue(
+        max_inflight=settings.max_inflight_generations,
+        max_queued=settings.max_queued_generations,
+        retry_after=settings.retry_after_seconds,
+    )
+    streams = ReplyStreams(
+        retention_seconds=settings.stream_retention_seconds,
+        max_retained=settings.max_retained_streams,
+        clock=clock,
+    )
+    service = ConversationService(
+        store=the_store,
+        providers=the_providers,
+        admission=admission,
+        streams=streams,
+        max_reply_chars=settings.max_reply_chars,
+        clock=clock,
+    )
+    app_state = AppState(settings, the_store, the_providers, admission, streams, service)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await the_store.open()
+        try:
+            recovered = await the_store.recover_open_replies()
+            if recovered:
+                logger.warning("closed %d replies left open by an unclean stop", recovered)
+            app.state.chatkeep = app_state
+            yield
+        finally:
+            await service.shutdown(settings.shutdown_grace_seconds)
+            await the_providers.aclose()
+            await the_store.close()
+
+    app = FastAPI(
+        title="chatkeep",
+        version=__version__,
+        summary="Durable conversations for LLM applications, in bounded memory.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(conversations.router)
+    app.add_route("/v1/chat/completions", compat.chat_completions, methods=["POST"])
+    app.add_route("/v1/models", compat.list_models, methods=["GET"])
+    app.add_route("/healthz", health.healthz, methods=["GET"])
+    app.add_route("/readyz", health.readyz, methods=["GET"])
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,261 @@
+"""The conversation service: the path of one reply, from send to commit.
+
+send → validate → take an admission slot → commit the user message and open a
+reply (one transaction) → build the bounded context → start the generation
+task, which streams into a `ReplyStream` and commits the assistant message at
+the end. The task outlives the HTTP request: a client that disconnects does not
+lose the reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from chatkeep.domain.context import build_context
+from chatkeep.domain.records import Conversation, Message, MessageStatus, Usage
+from chatkeep.domain.tokens import estimate_tokens
+from chatkeep.errors import ChatkeepError, ProviderError, StorageError
+from chatkeep.providers.base import ChatRequest
+from chatkeep.providers.registry import ProviderRegistry
+from chatkeep.serialize import message_dict, message_json
+from chatkeep.storage.base import ReplyStart, Store
+from chatkeep.streaming.admission import AdmissionQueue
+from chatkeep.streaming.registry import ReplyStreams
+from chatkeep.streaming.reply_stream import ReplyStream, ReplyTooLong
+
+logger = logging.getLogger("chatkeep.conversations")
+
+SHUTDOWN_REASON = "the server shut down while this reply was being generated"
+
+#: How many stored messages one context read fetches at a time.
+CONTEXT_PAGE = 64
+
+
+@dataclass(slots=True)
+class SendResult:
+    """A send in progress or replayed: the user message and its reply stream or answer."""
+
+    start: ReplyStart
+    stream: ReplyStream | None
+
+
+class ConversationService:
+    """Sends messages and runs their replies."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        providers: ProviderRegistry,
+        admission: AdmissionQueue,
+        streams: ReplyStreams,
+        max_reply_chars: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.providers = providers
+        self.admission = admission
+        self.streams = streams
+        self.max_reply_chars = max_reply_chars
+        self._clock = clock
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def send(
+        self,
+        owner_id: str,
+        conversation_id: str,
+        *,
+        content: str,
+        client_message_id: str | None,
+        priority: int = 0,
+    ) -> SendResult:
+        """Commit the user message and start its reply (or find the first send's result)."""
+        if client_message_id is not None:
+            # A retry must not wait in line or be refused for load: answer it from storage.
+            replay = await self._replay(owner_id, conversation_id, client_message_id)
+            if replay is not None:
+                return replay
+        await self.admission.acquire(priority)
+        try:
+            start = await self.store.begin_reply(
+                owner_id, conversation_id, content=content, client_message_id=client_message_id
+            )
+        except BaseException:
+            self.admission.release()
+            raise
+        if start.replayed:
+            self.admission.release()
+            return SendResult(start, self.streams.get(owner_id, conversation_id))
+        stream = ReplyStream(
+            reply_id=start.user_message.id,
+            conversation_id=conversation_id,
+            owner_id=owner_id,
+            message_event=message_json(start.user_message),
+            max_reply_chars=self.max_reply_chars,
+            clock=self._clock,
+        )
+        self.streams.add(stream)
+        task = asyncio.create_task(
+            self._generate(start.conversation, start.user_message, stream),
+            name=f"reply-{conversation_id}",
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return SendResult(start, stream)
+
+    async def _replay(
+        self, owner_id: str, conversation_id: str, client_message_id: str
+    ) -> SendResult | None:
+        start = await self.store.find_send(owner_id, conversation_id, client_message_id)
+        if start is None:
+            return None
+        stream = None
+        if start.assistant_message is None:
+            stream = self.streams.get(owner_id, conversation_id)
+            if stream is not None and stream.reply_id != start.user_message.id:
+                stream = None
+        return SendResult(start, stream)
+
+    async def _generate(
+        self, conversation: Conversation, user_message: Message, stream: ReplyStream
+    ) -> None:
+        try:
+            await self._generate_and_commit(conversation, user_message, stream)
+        finally:
+            self.admission.release()
+            self.streams.mark_finished(stream)
+
+    async def _generate_and_commit(
+        self, conversation: Conversation, user_message: Message, stream: ReplyStream
+    ) -> None:
+        status: MessageStatus = "complete"
+        reason: str | None = None
+        error: ChatkeepError | None = None
+        usage: Usage | None = None
+        try:
+            provider, config = self.providers.get(conversation.model)
+            context = await self._context(conversation, user_message, config.context_tokens)
+            request = ChatRequest(
+                model=self.providers.upstream_model(conversation.model),
+                messages=context.messages,
+            )
+            async with asyncio.timeout(config.timeout_seconds):
+                async for chunk in provider.stream(request):
+                    stream.append(chunk.text)
+                    usage = chunk.usage or usage
+            if usage is None:
+                usage = Usage(context.tokens, estimate_tokens(stream.text))
+        except ProviderError as exc:
+            status, reason, error = "incomplete", exc.message, exc
+        except ReplyTooLong as exc:
+            status, reason = "incomplete", str(exc)
+            error = ProviderError(str(exc))
+        except TimeoutError:
+            status, reason = "incomplete", "the model did not finish within its timeout"
+            error = ProviderError(reason)
+        except asyncio.CancelledError:
+            await asyncio.shield(
+                self._commit(
+                    conversation,
+                    user_message,
+                    stream,
+                    "incomplete",
+                    SHUTDOWN_REASON,
+                    None,
+                    ProviderError(SHUTDOWN_REASON),
+                )
+            )
+            raise
+        except ChatkeepError as exc:
+            status, reason, error = "incomplete", exc.message, exc
+        except Exception as exc:  # a bug must still close the reply, never leave it open
+            logger.exception("reply generation failed")
+            status, reason = "incomplete", f"internal error: {type(exc).__name__}"
+            error = ChatkeepError(reason)
+        await self._commit(conversation, user_message, stream, status, reason, usage, error)
+
+    async def _commit(
+        self,
+        conversation: Conversation,
+        user_message: Message,
+        stream: ReplyStream,
+        status: MessageStatus,
+        reason: str | None,
+        usage: Usage | None,
+        error: ChatkeepError | None,
+    ) -> None:
+        try:
+            message = await self.store.finish_reply(
+                conversation.owner_id,
+                conversation.id,
+                reply_to=user_message.id,
+                content=stream.text,
+                status=status,
+                reason=reason,
+                usage=usage,
+            )
+        except StorageError as exc:
+            logger.error("could not commit reply in %s: %s", conversation.id, exc.message)
+            stream.finish("error", error_payload(exc), result=exc)
+            return
+        payload = message_dict(message)
+        if error is None:
+            stream.finish("done", payload, result=message)
+        else:
+            stream.finish("error", {**error_payload(error), "message": payload}, result=message)
+
+    async def _context(self, conversation: Conversation, user_message: Message, budget: int) -> Any:
+        # Read recent messages page by page, newest first, only until the budget is spent.
+        pages: list[list[Message]] = []
+
+        async def load_pages() -> None:
+            before = user_message.seq + 1
+            while True:
+                page = await self.store.recent_messages(
+                    conversation.owner_id, conversation.id, limit=CONTEXT_PAGE, before=before
+                )
+                pages.append(page)
+                if len(page) < CONTEXT_PAGE or _tokens_in(pages) > budget:
+                    return
+                before = page[-1].seq
+
+        await load_pages()
+
+        def newest_first() -> Iterator[Message]:
+            for page in pages:
+                yield from page
+
+        return build_context(
+            system_prompt=conversation.system_prompt,
+            summary=conversation.summary,
+            newest_first=newest_first(),
+            budget_tokens=budget,
+        )
+
+    async def shutdown(self, grace_seconds: float) -> None:
+        """Let running replies finish for ``grace_seconds``, then close them as incomplete."""
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=grace_seconds)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
+    @property
+    def running_replies(self) -> int:
+        return len(self._tasks)
+
+
+def _tokens_in(pages: list[list[Message]]) -> int:
+    return sum(estimate_tokens(m.content) for page in pages for m in page)
+
+
+def error_payload(error: ChatkeepError) -> dict[str, Any]:
+    """The JSON error body for ``error``."""
+    return {"error": {"code": error.code, "message": error.message}}

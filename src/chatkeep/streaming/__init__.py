@@ -1,0 +1,1 @@
+"""Reply streams: replies that outlive the HTTP connection that asked for them."""

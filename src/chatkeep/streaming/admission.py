@@ -1,0 +1,82 @@
+"""Admission control: a bounded, prioritised queue in front of the model backends.
+
+At most ``max_inflight`` generations run at once; up to ``max_queued`` more wait,
+lowest priority number first (FIFO within a priority). Past that a request is
+refused at once with `Overloaded` (HTTP 503 + ``Retry-After``), so a flood costs
+constant memory instead of an ever-longer queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from dataclasses import dataclass, field
+
+from chatkeep.errors import Overloaded
+
+
+@dataclass(order=True, slots=True)
+class _Waiter:
+    priority: int
+    order: int
+    future: asyncio.Future[None] = field(compare=False)
+
+
+class AdmissionQueue:
+    """Slots for generations. `acquire` waits for one; `release` hands it on."""
+
+    def __init__(self, *, max_inflight: int, max_queued: int, retry_after: float = 1.0) -> None:
+        self.max_inflight = max_inflight
+        self.max_queued = max_queued
+        self.retry_after = retry_after
+        self.inflight = 0
+        self.rejected = 0
+        self._waiters: list[_Waiter] = []
+        self._order = itertools.count()
+        #: When set, new work is refused (the memory governor sheds load).
+        self.shedding = False
+
+    @property
+    def queued(self) -> int:
+        return sum(1 for w in self._waiters if not w.future.done())
+
+    async def acquire(self, priority: int = 0) -> None:
+        """Take a slot, waiting in line if needed; raise `Overloaded` when the line is full."""
+        if self.shedding:
+            self.rejected += 1
+            raise Overloaded(
+                "server is shedding load to stay within its memory budget", self.retry_after
+            )
+        if self.inflight < self.max_inflight and not self._waiters:
+            self.inflight += 1
+            return
+        if len(self._waiters) >= self.max_queued:
+            self.rejected += 1
+            raise Overloaded(
+                f"too many generations waiting ({self.max_queued} queued, "
+                f"{self.max_inflight} running); retry later",
+                self.retry_after,
+            )
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter = _Waiter(priority, next(self._order), future)
+        heapq.heappush(self._waiters, waiter)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                # The slot was handed to us just as we were cancelled: pass it on.
+                self.release()
+            elif waiter in self._waiters:
+                self._waiters.remove(waiter)
+                heapq.heapify(self._waiters)
+            raise
+
+    def release(self) -> None:
+        """Give a slot back; the first waiter in line gets it."""
+        while self._waiters:
+            waiter = heapq.heappop(self._waiters)
+            if not waiter.future.done():
+                waiter.future.set_result(None)  # the slot moves over; inflight is unchanged
+                return
+        self.inflight -= 1

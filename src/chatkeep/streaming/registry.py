@@ -1,0 +1,82 @@
+"""The reply streams a server holds: running ones, and finished ones kept for resuming.
+
+A finished stream is kept for ``retention_seconds`` so a client that lost its
+connection near the end can resume from its ``Last-Event-ID``; at most
+``max_retained`` finished streams are kept, oldest dropped first. Running
+streams are bounded by admission control, so the whole registry is bounded.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+
+from chatkeep.streaming.reply_stream import ReplyStream
+
+
+class ReplyStreams:
+    """Current reply stream per conversation."""
+
+    def __init__(
+        self, *, retention_seconds: float, max_retained: int, clock: Callable[[], float]
+    ) -> None:
+        self.retention_seconds = retention_seconds
+        self.max_retained = max_retained
+        self._clock = clock
+        self._running: dict[str, ReplyStream] = {}
+        self._finished: OrderedDict[str, ReplyStream] = OrderedDict()
+
+    def add(self, stream: ReplyStream) -> None:
+        """Register a new running stream for its conversation."""
+        self._finished.pop(stream.conversation_id, None)
+        self._running[stream.conversation_id] = stream
+
+    def mark_finished(self, stream: ReplyStream) -> None:
+        """Move a stream to the retained set once its final event is out."""
+        if self._running.get(stream.conversation_id) is stream:
+            del self._running[stream.conversation_id]
+        self._finished[stream.conversation_id] = stream
+        self._finished.move_to_end(stream.conversation_id)
+        self.reap()
+
+    def get(self, owner_id: str, conversation_id: str) -> ReplyStream | None:
+        """The running or recently finished stream of a conversation, if any."""
+        stream = self._running.get(conversation_id) or self._finished.get(conversation_id)
+        if stream is None or stream.owner_id != owner_id:
+            return None
+        if stream.finished and self._expired(stream):
+            return None
+        return stream
+
+    def discard(self, conversation_id: str) -> None:
+        """Forget a conversation's finished stream (it was deleted)."""
+        self._finished.pop(conversation_id, None)
+
+    def _expired(self, stream: ReplyStream) -> bool:
+        finished_at = stream.finished_at
+        return finished_at is not None and self._clock() - finished_at > self.retention_seconds
+
+    def reap(self) -> int:
+        """Drop expired finished streams and any over the count bound; return how many."""
+        dropped = 0
+        while self._finished:
+            oldest = next(iter(self._finished.values()))
+            if len(self._finished) > self.max_retained or self._expired(oldest):
+                self._finished.popitem(last=False)
+                dropped += 1
+            else:
+                break
+        return dropped
+
+    @property
+    def running(self) -> list[ReplyStream]:
+        return list(self._running.values())
+
+    def counts(self) -> dict[str, int]:
+        """Open streams, retained streams and subscribers, for stats and metrics."""
+        streams = [*self._running.values(), *self._finished.values()]
+        return {
+            "running": len(self._running),
+            "retained": len(self._finished),
+            "subscribers": sum(s.subscribers for s in streams),
+        }

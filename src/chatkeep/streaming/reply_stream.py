@@ -1,0 +1,163 @@
+"""One reply being generated, and the clients reading it.
+
+A `ReplyStream` is written by the task that talks to the model and read by any
+number of subscribers (SSE clients), each at its own pace. Subscribers don't
+get a queue of their own: each holds a position in the stream's event log and
+receives everything it missed as one coalesced ``delta``, so a slow reader costs
+no memory. A reader further behind than ``max_lag_bytes`` is cut off with an
+``error`` event (it can resume with ``Last-Event-ID``); a reader is never
+silently skipped ahead.
+
+Events are numbered: 0 is ``message`` (the committed user message), 1…n are
+``delta`` pieces, n+1 is ``done`` or ``error``. The SSE id of event k is
+``"<reply id>:<k>"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+
+@dataclass(slots=True, frozen=True)
+class StreamEvent:
+    """One server-sent event: name, JSON payload and its SSE id."""
+
+    event: str
+    data: bytes
+    id: str
+
+
+class ReplyTooLong(Exception):
+    """The reply grew past the stream's ``max_reply_chars``."""
+
+
+class SlowConsumer(Exception):
+    """A subscriber fell further behind than the stream allows."""
+
+    def __init__(self, message: str, last_event_id: str) -> None:
+        super().__init__(message)
+        self.last_event_id = last_event_id
+
+
+class ReplyStream:
+    """The event log of one reply; bounded by ``max_reply_chars`` of text."""
+
+    def __init__(
+        self,
+        *,
+        reply_id: str,
+        conversation_id: str,
+        owner_id: str,
+        message_event: bytes,
+        max_reply_chars: int,
+        clock: Callable[[], float],
+    ) -> None:
+        self.reply_id = reply_id
+        self.conversation_id = conversation_id
+        self.owner_id = owner_id
+        self._message_event = message_event
+        self._max_reply_chars = max_reply_chars
+        self._clock = clock
+        # _parts[k] is the text of delta k; _ends[k] the total length through delta k.
+        self._parts: list[str] = [""]
+        self._ends: list[int] = [0]
+        self._final: tuple[str, bytes] | None = None
+        self._changed = asyncio.Event()
+        self.subscribers = 0
+        self.started_at = clock()
+        self.finished_at: float | None = None
+        self.result: Any = None
+
+    @property
+    def text(self) -> str:
+        """Everything generated so far."""
+        return "".join(self._parts)
+
+    @property
+    def text_length(self) -> int:
+        return self._ends[-1]
+
+    @property
+    def finished(self) -> bool:
+        return self._final is not None
+
+    def append(self, piece: str) -> None:
+        """Publish a piece of the reply."""
+        if self._final is not None:
+            raise RuntimeError("stream already finished")
+        if not piece:
+            return
+        if self._ends[-1] + len(piece) > self._max_reply_chars:
+            raise ReplyTooLong(f"reply exceeded {self._max_reply_chars} characters")
+        self._parts.append(piece)
+        self._ends.append(self._ends[-1] + len(piece))
+        self._notify()
+
+    def finish(self, event: str, payload: Any, result: Any = None) -> None:
+        """Publish the final event (``done`` or ``error``); later calls are ignored."""
+        if self._final is not None:
+            return
+        self._final = (event, orjson.dumps(payload))
+        self.result = result
+        self.finished_at = self._clock()
+        self._notify()
+
+    async def wait_finished(self) -> Any:
+        """Wait for the final event; return the result given to `finish`."""
+        while self._final is None:
+            await self._changed.wait()
+        return self.result
+
+    def _notify(self) -> None:
+        # Wake everyone waiting on the old event; new waiters get a fresh one.
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def event_id(self, index: int) -> str:
+        return f"{self.reply_id}:{index}"
+
+    def position_of(self, last_event_id: str | None) -> int:
+        """The index after which a subscriber with ``Last-Event-ID`` resumes (-1: start)."""
+        if not last_event_id:
+            return -1
+        reply_id, _, index = last_event_id.rpartition(":")
+        if reply_id != self.reply_id or not index.isdigit():
+            return -1
+        return min(int(index), len(self._parts))
+
+    async def subscribe(
+        self, *, after: int = -1, max_lag_bytes: int | None = None
+    ) -> AsyncIterator[StreamEvent]:
+        """Yield the events after index ``after``, live, until the final one."""
+        self.subscribers += 1
+        try:
+            position = after
+            if position < 0:
+                yield StreamEvent("message", self._message_event, self.event_id(0))
+                position = 0
+            while True:
+                head = len(self._parts) - 1
+                if position < head:
+                    lag = self._ends[head] - self._ends[position]
+                    if max_lag_bytes is not None and lag > max_lag_bytes:
+                        raise SlowConsumer(
+                            f"subscriber fell {lag} characters behind (limit {max_lag_bytes}); "
+                            f"resume with Last-Event-ID {self.event_id(position)}",
+                            self.event_id(position),
+                        )
+                    text = "".join(self._parts[position + 1 : head + 1])
+                    position = head
+                    yield StreamEvent("delta", orjson.dumps({"text": text}), self.event_id(head))
+                    continue
+                if self._final is not None:
+                    event, data = self._final
+                    yield StreamEvent(event, data, self.event_id(head + 1))
+                    return
+                await self._changed.wait()
+        finally:
+            self.subscribers -= 1
