@@ -60,7 +60,11 @@ class ServerProcess:
             self.process.wait(timeout=10)
 
     def stop(self, timeout: float = 30.0) -> int:
-        """SIGTERM and wait; return the exit code."""
+        """SIGTERM and wait; return the exit code.
+
+        uvicorn re-raises the signal it caught once its graceful shutdown is done,
+        so a clean stop exits with -SIGTERM, as service managers expect.
+        """
         if self.process is None:
             return 0
         if self.process.poll() is None:
@@ -76,3 +80,6 @@ class ServerProcess:
     def pid(self) -> int:
         assert self.process is not None
         return self.process.pid
+
+
+CLEAN_EXIT = (0, -signal.SIGTERM)
