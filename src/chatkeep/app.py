@@ -16,12 +16,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from chatkeep import __version__
-from chatkeep.api import compat, conversations, health
+from chatkeep.api import admin, compat, conversations, health
 from chatkeep.api.body_limit import BodyLimitMiddleware
 from chatkeep.api.context import AppState
 from chatkeep.api.errors import install_error_handlers
+from chatkeep.api.metrics import Metrics, MetricsMiddleware, metrics_endpoint
 from chatkeep.conversations import ConversationService
 from chatkeep.errors import UnknownModel
+from chatkeep.memory.watch import MemoryWatch, build_memory_watch
 from chatkeep.providers.registry import ProviderRegistry
 from chatkeep.settings import Settings
 from chatkeep.storage.base import Store
@@ -51,6 +53,7 @@ def create_app(
     store: Store | None = None,
     providers: ProviderRegistry | None = None,
     clock: Callable[[], float] = time.monotonic,
+    memory: MemoryWatch | None = None,
 ) -> FastAPI:
     """Build the ASGI application. Nothing is opened until its lifespan starts."""
     if settings.default_model not in settings.models:
@@ -75,10 +78,17 @@ def create_app(
         providers=the_providers,
         admission=admission,
         streams=streams,
-        max_reply_chars=settings.max_reply_chars,
+        stream_buffer_bytes=settings.stream_buffer_bytes,
+        stream_idle_timeout=settings.stream_idle_timeout_seconds,
         clock=clock,
     )
-    app_state = AppState(settings, the_store, the_providers, admission, streams, service)
+    watch = memory or build_memory_watch(settings)
+    admission.gate = watch.governor.ensure_generation_allowed
+    watch.governor.register(streams)
+    metrics = Metrics()
+    the_store.commit_observer = metrics.observe_commit
+    app_state = AppState(settings, the_store, the_providers, admission, streams, service, watch)
+    metrics.attach(app_state)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -88,8 +98,15 @@ def create_app(
             if recovered:
                 logger.warning("closed %d replies left open by an unclean stop", recovered)
             app.state.chatkeep = app_state
+            await watch.sampler.start()
+            logger.info(
+                "memory budget %d bytes (%s)",
+                watch.governor.budget.bytes,
+                watch.governor.budget.source,
+            )
             yield
         finally:
+            await watch.sampler.stop()
             await service.shutdown(settings.shutdown_grace_seconds)
             await the_providers.aclose()
             await the_store.close()
@@ -100,11 +117,16 @@ def create_app(
         summary="Durable conversations for LLM applications, in bounded memory.",
         lifespan=lifespan,
     )
+    app.state.metrics = metrics
     install_error_handlers(app)
     app.include_router(conversations.router)
+    app.include_router(admin.router)
     app.add_route("/v1/chat/completions", compat.chat_completions, methods=["POST"])
     app.add_route("/v1/models", compat.list_models, methods=["GET"])
     app.add_route("/healthz", health.healthz, methods=["GET"])
     app.add_route("/readyz", health.readyz, methods=["GET"])
+    app.add_route("/metrics", metrics_endpoint, methods=["GET"])
+    # Added last = outermost: requests refused for their size are counted too.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, on_request=watch.sampler.record_request)
     return app

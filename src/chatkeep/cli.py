@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 import uvicorn
 
+from chatkeep.api.admin import is_loopback
 from chatkeep.fakellm.cli import register as register_fake_llm
 from chatkeep.settings import load_settings
 from chatkeep.soak.cli import register as register_soak
@@ -39,6 +40,13 @@ def serve(
     if port is not None:
         overrides["port"] = port
     settings = load_settings(config, **overrides)
+    if not settings.admin_token and not is_loopback(settings.host):
+        typer.echo(
+            f"refusing to listen on {settings.host}: /admin would be open to the network. "
+            "Set CHATKEEP_ADMIN_TOKEN, or bind a loopback address.",
+            err=True,
+        )
+        raise typer.Exit(code=2)
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",

@@ -12,15 +12,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from chatkeep.domain.context import build_context
 from chatkeep.domain.records import Conversation, Message, MessageStatus, Usage
 from chatkeep.domain.tokens import estimate_tokens
-from chatkeep.errors import ChatkeepError, ProviderError, StorageError
-from chatkeep.providers.base import ChatRequest
+from chatkeep.errors import ChatkeepError, ProviderError, ProviderTimeout, StorageError
+from chatkeep.providers.base import ChatRequest, Chunk
 from chatkeep.providers.registry import ProviderRegistry
 from chatkeep.serialize import message_dict, message_json
 from chatkeep.storage.base import ReplyStart, Store
@@ -54,14 +54,16 @@ class ConversationService:
         providers: ProviderRegistry,
         admission: AdmissionQueue,
         streams: ReplyStreams,
-        max_reply_chars: int,
+        stream_buffer_bytes: int,
+        stream_idle_timeout: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.providers = providers
         self.admission = admission
         self.streams = streams
-        self.max_reply_chars = max_reply_chars
+        self.stream_buffer_bytes = stream_buffer_bytes
+        self.stream_idle_timeout = stream_idle_timeout
         self._clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -96,7 +98,7 @@ class ConversationService:
             conversation_id=conversation_id,
             owner_id=owner_id,
             message_event=message_json(start.user_message),
-            max_reply_chars=self.max_reply_chars,
+            max_bytes=self.stream_buffer_bytes,
             clock=self._clock,
         )
         self.streams.add(stream)
@@ -145,7 +147,9 @@ class ConversationService:
                 messages=context.messages,
             )
             async with asyncio.timeout(config.timeout_seconds):
-                async for chunk in provider.stream(request):
+                async for chunk in _idle_bounded(
+                    provider.stream(request), self.stream_idle_timeout
+                ):
                     stream.append(chunk.text)
                     usage = chunk.usage or usage
             if usage is None:
@@ -155,9 +159,12 @@ class ConversationService:
         except ReplyTooLong as exc:
             status, reason = "incomplete", str(exc)
             error = ProviderError(str(exc))
+        except IdleTimeout as exc:
+            status, reason = "incomplete", str(exc)
+            error = ProviderTimeout(reason)
         except TimeoutError:
             status, reason = "incomplete", "the model did not finish within its timeout"
-            error = ProviderError(reason)
+            error = ProviderTimeout(reason)
         except asyncio.CancelledError:
             await asyncio.shield(
                 self._commit(
@@ -250,6 +257,31 @@ class ConversationService:
     @property
     def running_replies(self) -> int:
         return len(self._tasks)
+
+
+class IdleTimeout(Exception):
+    """The model sent nothing for longer than the stream idle timeout."""
+
+
+async def _idle_bounded(chunks: AsyncIterator[Chunk], idle_seconds: float) -> AsyncIterator[Chunk]:
+    """Relay ``chunks``, giving up when the next one takes longer than ``idle_seconds``."""
+    iterator = aiter(chunks)
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(idle_seconds):
+                    chunk = await anext(iterator)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise IdleTimeout(
+                    f"the model sent nothing for {idle_seconds:g} seconds; the reply was cut"
+                ) from None
+            yield chunk
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def _tokens_in(pages: list[list[Message]]) -> int:

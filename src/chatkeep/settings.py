@@ -98,10 +98,52 @@ class Settings(BaseSettings):
     max_queued_generations: int = Field(default=256, ge=0)
     retry_after_seconds: float = Field(default=1.0, gt=0)
 
-    max_reply_chars: int = Field(default=200_000, ge=1)
-    subscriber_lag_bytes: int = Field(default=256 * 1024, ge=1024)
+    max_messages_per_request: int = Field(default=1000, ge=1)
+
+    # Reply streams: the buffer holds one reply's text; a longer reply ends incomplete.
+    stream_buffer_bytes: int = Field(default=1024 * 1024, ge=1024)
+    subscriber_queue_bytes: int = Field(default=256 * 1024, ge=1024)
     stream_retention_seconds: float = Field(default=60.0, ge=0)
     max_retained_streams: int = Field(default=1000, ge=0)
+    stream_idle_timeout_seconds: float = Field(default=60.0, gt=0)
+
+    # Working set of recently used conversations (write-through, so eviction loses nothing).
+    working_set_bytes: int = Field(default=64 * 1024**2, ge=0)
+    working_set_recent_messages: int = Field(default=64, ge=1)
+
+    # Summaries of older turns, made in the background.
+    summary_threshold_tokens: int = Field(default=2048, ge=1)
+    summary_queue_size: int = Field(default=64, ge=0)
+    summary_concurrency: int = Field(default=2, ge=1)
+    summary_priority: int = Field(default=5, ge=0, le=9)
+
+    # Logging: message content is cut, repeated identical errors are rate-limited.
+    log_content_chars: int = Field(default=200, ge=0)
+    log_repeat_window_seconds: float = Field(default=60.0, gt=0)
+    log_repeat_limit: int = Field(default=5, ge=1)
+    log_format: Literal["json", "text"] = "json"
+
+    # Memory governor.
+    memory_budget: int | None = None
+    memory_sample_interval_seconds: float = Field(default=5.0, gt=0)
+    memory_sample_every_requests: int = Field(default=100, ge=0)
+    memory_window_samples: int = Field(default=1024, ge=16)
+    memory_uss_every_samples: int = Field(default=12, ge=0)
+    memory_tier_warn: float = Field(default=0.60, gt=0, lt=1)
+    memory_tier_evict: float = Field(default=0.70, gt=0, lt=1)
+    memory_tier_shed: float = Field(default=0.85, gt=0, lt=1)
+    memory_tier_critical: float = Field(default=0.95, gt=0, le=1)
+    memory_hysteresis: float = Field(default=0.05, ge=0, lt=0.5)
+    memory_evict_share: float = Field(default=0.25, gt=0, le=1)
+    memory_evict_interval_seconds: float = Field(default=2.0, ge=0)
+    memory_gc_time_share: float = Field(default=0.02, gt=0, le=1)
+    memory_malloc_trim: bool = True
+    memory_retry_after_seconds: float = Field(default=5.0, gt=0)
+    memory_profile_max_seconds: float = Field(default=60.0, gt=0)
+    memory_profile_max_top: int = Field(default=100, ge=1)
+
+    # Administration: /admin needs this bearer token; without one, only loopback reaches it.
+    admin_token: str | None = None
     sse_ping_seconds: float = Field(default=15.0, gt=0)
     sse_send_timeout_seconds: float = Field(default=30.0, gt=0)
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
@@ -110,10 +152,18 @@ class Settings(BaseSettings):
 
     config_file: Path | None = Field(default=None, exclude=True)
 
-    @field_validator("max_body_bytes", "subscriber_lag_bytes", "max_metadata_bytes", mode="before")
+    @field_validator(
+        "max_body_bytes",
+        "stream_buffer_bytes",
+        "subscriber_queue_bytes",
+        "max_metadata_bytes",
+        "working_set_bytes",
+        "memory_budget",
+        mode="before",
+    )
     @classmethod
     def _sizes(cls, value: Any) -> Any:
-        return parse_size(value) if isinstance(value, (int, str)) else value
+        return parse_size(value) if isinstance(value, (int, str)) and value != "" else value
 
     @classmethod
     def settings_customise_sources(

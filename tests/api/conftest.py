@@ -94,12 +94,13 @@ async def make_client(
                 "failing": ModelConfig(provider="echo"),
             },
         }
+        memory = overrides.pop("memory", None)
         values.update(overrides)
         settings = Settings(**values)
         providers = TestProviders(
             {"echo": EchoProvider(), "gated": gated, "failing": FailingProvider()}
         )
-        app = create_app(settings, providers=providers)  # type: ignore[arg-type]
+        app = create_app(settings, providers=providers, memory=memory)  # type: ignore[arg-type]
         lifespan = app.router.lifespan_context(app)
         await lifespan.__aenter__()
         client = httpx.AsyncClient(

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from starlette.requests import Request
 
 from chatkeep.conversations import ConversationService
+from chatkeep.memory.watch import MemoryWatch
 from chatkeep.providers.registry import ProviderRegistry
 from chatkeep.settings import Settings
 from chatkeep.storage.base import Store
 from chatkeep.streaming.admission import AdmissionQueue
 from chatkeep.streaming.registry import ReplyStreams
+
+
+class HasStats(Protocol):
+    """A bounded structure that reports its size and counters."""
+
+    def stats(self) -> dict[str, Any]: ...
 
 
 @dataclass(slots=True)
@@ -24,6 +32,12 @@ class AppState:
     admission: AdmissionQueue
     streams: ReplyStreams
     service: ConversationService
+    memory: MemoryWatch
+    caches: dict[str, HasStats] = field(default_factory=dict)
+
+    def cache_stats(self) -> dict[str, dict[str, Any]]:
+        """Each bounded cache's stats, by name."""
+        return {name: cache.stats() for name, cache in self.caches.items()}
 
 
 def state(request: Request) -> AppState:

@@ -154,6 +154,8 @@ async def send_message(
     _check_text(app, "content", body.content, app.settings.max_message_chars)
     _check_text(app, "client_message_id", client_message_id, app.settings.idempotency_key_chars)
     streamed = body.stream or "text/event-stream" in (accept or "")
+    if streamed:
+        app.memory.governor.ensure_stream_allowed()
     result = await app.service.send(
         _owner(request),
         conversation_id,
@@ -170,7 +172,7 @@ def _stream_answer(app: AppState, result: SendResult) -> Response:
     start = result.start
     if result.stream is not None:
         events = stream_events(
-            result.stream, after=-1, max_lag_bytes=app.settings.subscriber_lag_bytes
+            result.stream, after=-1, max_lag_bytes=app.settings.subscriber_queue_bytes
         )
         return sse_response(events, app.settings)
     assistant = start.assistant_message
@@ -235,11 +237,14 @@ async def resume_stream(
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> Response:
     app = state(request)
+    app.memory.governor.ensure_stream_allowed()
     owner = _owner(request)
     stream = app.streams.get(owner, conversation_id)
     if stream is not None:
         after = stream.position_of(last_event_id)
-        events = stream_events(stream, after=after, max_lag_bytes=app.settings.subscriber_lag_bytes)
+        events = stream_events(
+            stream, after=after, max_lag_bytes=app.settings.subscriber_queue_bytes
+        )
         return sse_response(events, app.settings)
     recent = await app.store.recent_messages(owner, conversation_id, limit=2)
     assistant = next((m for m in recent if m.role == "assistant"), None)

@@ -25,7 +25,8 @@ async def readyz(request: Request) -> JSONResponse:
         checks["storage"] = "ok"
     except StorageError as exc:
         checks["storage"] = exc.message
-    checks["admission"] = "shedding" if app.admission.shedding else "ok"
+    governor = app.memory.governor
+    checks["memory"] = f"shedding load (tier {governor.tier})" if governor.shedding else "ok"
     ready = all(value == "ok" for value in checks.values())
     return JSONResponse(
         {"status": "ready" if ready else "not ready", "checks": checks}, 200 if ready else 503

@@ -20,6 +20,7 @@ from __future__ import annotations
 import abc
 import base64
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +89,13 @@ class ReplyStart:
 
 class Store(abc.ABC):
     """Durable conversations and messages, scoped by owner."""
+
+    #: Called with (seconds, writes) after each durable commit, when the backend can tell.
+    commit_observer: Callable[[float, int], None] | None = None
+
+    def stats(self) -> dict[str, Any]:
+        """What ``/admin/stats`` shows about storage."""
+        return {"backend": type(self).__name__}
 
     @abc.abstractmethod
     async def open(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -40,6 +41,8 @@ class GroupCommitter:
         self._closing = False
         self.commits = 0
         self.writes = 0
+        #: Called with (seconds, writes) after each commit; metrics hook in here.
+        self.observer: Callable[[float, int], None] | None = None
 
     def start(self) -> None:
         """Start the committing task."""
@@ -66,6 +69,7 @@ class GroupCommitter:
                 return
 
     async def _commit(self, batch: list[_Write]) -> None:
+        started = time.perf_counter()
         try:
             outcomes = await self._connection.run(lambda conn: _run_batch(conn, batch))
         except sqlite3.Error as exc:
@@ -81,6 +85,8 @@ class GroupCommitter:
             raise
         self.commits += 1
         self.writes += len(batch)
+        if self.observer is not None:
+            self.observer(time.perf_counter() - started, len(batch))
         for write, (ok, value) in zip(batch, outcomes, strict=True):
             if write.future.done():  # the writer was cancelled; the write stands
                 continue

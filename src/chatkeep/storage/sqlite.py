@@ -83,6 +83,7 @@ class SQLiteStore(Store):
                 await reader.connect()
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open {self.path}: {exc}") from exc
+        self._committer.observer = self.commit_observer
         self._committer.start()
         self._open = True
 
@@ -91,6 +92,17 @@ class SQLiteStore(Store):
         for connection in [*self._readers, self._writer]:
             await connection.close()
         self._open = False
+
+    def stats(self) -> dict[str, Any]:
+        commits, writes = self.commit_stats
+        return {
+            "backend": "sqlite",
+            "path": str(self.path),
+            "commits": commits,
+            "writes": writes,
+            "writes_per_commit": round(writes / commits, 2) if commits else None,
+            "readers": len(self._readers),
+        }
 
     @property
     def commit_stats(self) -> tuple[int, int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from chatkeep.errors import Overloaded
@@ -34,8 +35,8 @@ class AdmissionQueue:
         self.rejected = 0
         self._waiters: list[_Waiter] = []
         self._order = itertools.count()
-        #: When set, new work is refused (the memory governor sheds load).
-        self.shedding = False
+        #: Called before admitting; raises `Overloaded` to refuse (the memory governor's hook).
+        self.gate: Callable[[], None] | None = None
 
     @property
     def queued(self) -> int:
@@ -43,11 +44,12 @@ class AdmissionQueue:
 
     async def acquire(self, priority: int = 0) -> None:
         """Take a slot, waiting in line if needed; raise `Overloaded` when the line is full."""
-        if self.shedding:
-            self.rejected += 1
-            raise Overloaded(
-                "server is shedding load to stay within its memory budget", self.retry_after
-            )
+        if self.gate is not None:
+            try:
+                self.gate()
+            except Overloaded:
+                self.rejected += 1
+                raise
         if self.inflight < self.max_inflight and not self._waiters:
             self.inflight += 1
             return

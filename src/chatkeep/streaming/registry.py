@@ -72,6 +72,33 @@ class ReplyStreams:
     def running(self) -> list[ReplyStream]:
         return list(self._running.values())
 
+    # -- the governor's Reclaimable interface -------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return "reply_streams"
+
+    def nbytes(self) -> int:
+        """Reply text held by running and retained streams."""
+        return sum(s.nbytes for s in self._running.values()) + sum(
+            s.nbytes for s in self._finished.values()
+        )
+
+    def reclaim(self, fraction: float) -> int:
+        """Drop retained (finished) streams, oldest first, until ``fraction`` is freed.
+
+        Running streams are never dropped: their text is the reply being generated.
+        Expired ones go first, then the oldest.
+        """
+        target = fraction * self.nbytes()
+        freed = 0
+        for conversation_id, stream in list(self._finished.items()):
+            if freed >= target and not self._expired(stream):
+                break
+            freed += stream.nbytes
+            del self._finished[conversation_id]
+        return freed
+
     def counts(self) -> dict[str, int]:
         """Open streams, retained streams and subscribers, for stats and metrics."""
         streams = [*self._running.values(), *self._finished.values()]
@@ -79,4 +106,5 @@ class ReplyStreams:
             "running": len(self._running),
             "retained": len(self._finished),
             "subscribers": sum(s.subscribers for s in streams),
+            "bytes": sum(s.nbytes for s in streams),
         }

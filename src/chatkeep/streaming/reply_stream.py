@@ -33,7 +33,7 @@ class StreamEvent:
 
 
 class ReplyTooLong(Exception):
-    """The reply grew past the stream's ``max_reply_chars``."""
+    """The reply grew past the stream's ``max_bytes``."""
 
 
 class SlowConsumer(Exception):
@@ -45,7 +45,7 @@ class SlowConsumer(Exception):
 
 
 class ReplyStream:
-    """The event log of one reply; bounded by ``max_reply_chars`` of text."""
+    """The event log of one reply; its text is bounded by ``max_bytes`` (UTF-8)."""
 
     def __init__(
         self,
@@ -54,22 +54,22 @@ class ReplyStream:
         conversation_id: str,
         owner_id: str,
         message_event: bytes,
-        max_reply_chars: int,
+        max_bytes: int,
         clock: Callable[[], float],
     ) -> None:
         self.reply_id = reply_id
         self.conversation_id = conversation_id
         self.owner_id = owner_id
         self._message_event = message_event
-        self._max_reply_chars = max_reply_chars
+        self._max_bytes = max_bytes
         self._clock = clock
-        # _parts[k] is the text of delta k; _ends[k] the total length through delta k.
+        # _parts[k] is the text of delta k; _ends[k] the UTF-8 bytes through delta k.
         self._parts: list[str] = [""]
         self._ends: list[int] = [0]
         self._final: tuple[str, bytes] | None = None
         self._changed = asyncio.Event()
         self.subscribers = 0
-        self.started_at = clock()
+        self.started_at = self.last_activity = clock()
         self.finished_at: float | None = None
         self.result: Any = None
 
@@ -79,7 +79,8 @@ class ReplyStream:
         return "".join(self._parts)
 
     @property
-    def text_length(self) -> int:
+    def nbytes(self) -> int:
+        """Bytes of reply text held (the replay buffer)."""
         return self._ends[-1]
 
     @property
@@ -92,10 +93,14 @@ class ReplyStream:
             raise RuntimeError("stream already finished")
         if not piece:
             return
-        if self._ends[-1] + len(piece) > self._max_reply_chars:
-            raise ReplyTooLong(f"reply exceeded {self._max_reply_chars} characters")
+        end = self._ends[-1] + len(piece.encode())
+        if end > self._max_bytes:
+            raise ReplyTooLong(
+                f"reply exceeded the stream buffer of {self._max_bytes} bytes and was cut"
+            )
         self._parts.append(piece)
-        self._ends.append(self._ends[-1] + len(piece))
+        self._ends.append(end)
+        self.last_activity = self._clock()
         self._notify()
 
     def finish(self, event: str, payload: Any, result: Any = None) -> None:
@@ -146,7 +151,7 @@ class ReplyStream:
                     lag = self._ends[head] - self._ends[position]
                     if max_lag_bytes is not None and lag > max_lag_bytes:
                         raise SlowConsumer(
-                            f"subscriber fell {lag} characters behind (limit {max_lag_bytes}); "
+                            f"subscriber fell {lag} bytes behind (limit {max_lag_bytes}); "
                             f"resume with Last-Event-ID {self.event_id(position)}",
                             self.event_id(position),
                         )

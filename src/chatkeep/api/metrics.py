@@ -1,0 +1,211 @@
+"""Prometheus ``/metrics`` and the middleware that counts requests.
+
+Labels take only bounded values: the route *template* (``/api/conversations/{conversation_id}``,
+never an id), the method, the status code, a tier name or a governor action. Anything
+per-user or per-conversation is left out on purpose, so the number of series is fixed
+by the code, not by the traffic.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from chatkeep.memory.governor import TIERS
+
+if TYPE_CHECKING:
+    from chatkeep.api.context import AppState
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+UNMATCHED = "unmatched"
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    """The metrics of one server, in a registry of their own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "chatkeep_http_requests",
+            "HTTP requests by route template, method and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "chatkeep_http_request_duration_seconds",
+            "Time from request to the last byte of the answer (whole streams included).",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.commit_latency = Histogram(
+            "chatkeep_storage_commit_duration_seconds",
+            "Time of one durable storage commit (one group of writes).",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+            registry=self.registry,
+        )
+        self.commit_writes = Counter(
+            "chatkeep_storage_committed_writes",
+            "Writes made durable (several may share one commit).",
+            registry=self.registry,
+        )
+
+    def observe_commit(self, seconds: float, writes: int) -> None:
+        """The storage commit hook."""
+        self.commit_latency.observe(seconds)
+        self.commit_writes.inc(writes)
+
+    def attach(self, state: AppState) -> None:
+        """Expose the live state (streams, admission, memory, caches) at scrape time."""
+        self.registry.register(_StateCollector(state))
+
+
+class _StateCollector(Collector):
+    """Reads gauges from the running server when scraped, so nothing is kept twice."""
+
+    def __init__(self, state: AppState) -> None:
+        self._state = state
+
+    def collect(self) -> Iterator[Metric]:
+        state = self._state
+        yield _gauge(
+            "chatkeep_generations_inflight", "Replies being generated.", state.admission.inflight
+        )
+        yield _gauge(
+            "chatkeep_generations_queued", "Replies waiting for a slot.", state.admission.queued
+        )
+        yield _counter(
+            "chatkeep_generations_rejected",
+            "Generations refused with 503.",
+            state.admission.rejected,
+        )
+        streams = state.streams.counts()
+        yield _gauge("chatkeep_streams_running", "Reply streams being written.", streams["running"])
+        yield _gauge(
+            "chatkeep_streams_retained",
+            "Finished reply streams kept for resuming.",
+            streams["retained"],
+        )
+        yield _gauge(
+            "chatkeep_stream_subscribers", "Clients reading reply streams.", streams["subscribers"]
+        )
+        yield _gauge(
+            "chatkeep_stream_buffer_bytes", "Reply text held by streams.", streams["bytes"]
+        )
+        yield from self._memory()
+        yield from self._caches()
+
+    def _memory(self) -> Iterator[Metric]:
+        governor = self._state.memory.governor
+        latest = governor.sampler.latest
+        rss = latest.rss if latest is not None else 0
+        yield _gauge("chatkeep_process_resident_memory_bytes", "RSS at the last sample.", rss)
+        yield _gauge("chatkeep_memory_budget_bytes", "The memory budget.", governor.budget.bytes)
+        yield _gauge(
+            "chatkeep_memory_budget_fraction",
+            "RSS as a fraction of the budget.",
+            governor.fraction or 0.0,
+        )
+        tier = GaugeMetricFamily("chatkeep_memory_tier", "1 for the current tier.", labels=["tier"])
+        for tier_name in TIERS:
+            tier.add_metric([tier_name], 1.0 if governor.tier == tier_name else 0.0)
+        yield tier
+        trend = governor.trend()
+        yield _gauge(
+            "chatkeep_memory_trend_bytes_per_request",
+            "Robust slope of RSS against requests served.",
+            trend.slope_per_request,
+        )
+        verdict = GaugeMetricFamily(
+            "chatkeep_memory_trend_verdict", "1 for the current verdict.", labels=["verdict"]
+        )
+        for verdict_name in ("stable", "growing", "shrinking", "unknown"):
+            verdict.add_metric([verdict_name], 1.0 if trend.verdict == verdict_name else 0.0)
+        yield verdict
+        actions = CounterMetricFamily(
+            "chatkeep_memory_governor_actions",
+            "Actions the memory governor took.",
+            labels=["action"],
+        )
+        for action, count in governor.actions.items():
+            actions.add_metric([action], count)
+        yield actions
+
+    def _caches(self) -> Iterator[Metric]:
+        sizes = GaugeMetricFamily(
+            "chatkeep_cache_bytes", "Bytes held by a bounded cache.", labels=["cache"]
+        )
+        limits = GaugeMetricFamily(
+            "chatkeep_cache_max_bytes", "Byte bound of a cache.", labels=["cache"]
+        )
+        hits = CounterMetricFamily("chatkeep_cache_hits", "Cache hits.", labels=["cache"])
+        misses = CounterMetricFamily("chatkeep_cache_misses", "Cache misses.", labels=["cache"])
+        evictions = CounterMetricFamily(
+            "chatkeep_cache_evictions", "Cache evictions.", labels=["cache"]
+        )
+        for name, stats in self._state.cache_stats().items():
+            sizes.add_metric([name], stats.get("currsize", 0))
+            limits.add_metric([name], stats.get("maxsize", 0))
+            hits.add_metric([name], stats.get("hits", 0))
+            misses.add_metric([name], stats.get("misses", 0))
+            evictions.add_metric([name], stats.get("evictions", 0))
+        yield from (sizes, limits, hits, misses, evictions)
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, documentation, value=value)
+
+
+class MetricsMiddleware:
+    """Counts each HTTP request by route template and feeds the memory sampler."""
+
+    def __init__(
+        self, app: ASGIApp, *, metrics: Metrics, on_request: Callable[[], None] | None = None
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.on_request = on_request
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or UNMATCHED
+            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+            self.metrics.requests.labels(template, method, str(status)).inc()
+            self.metrics.latency.labels(template).observe(time.perf_counter() - started)
+            if self.on_request is not None:
+                self.on_request()
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    """``GET /metrics`` in the Prometheus text format."""
+    metrics: Metrics = request.app.state.metrics
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE)

@@ -1,0 +1,73 @@
+"""Admin endpoints: auth, memory view, profiler; the serve command's bind guard."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from typer.testing import CliRunner
+
+from chatkeep.cli import app as cli_app
+from tests.api.conftest import ClientFactory
+
+
+async def test_loopback_reaches_admin_without_token(client: httpx.AsyncClient) -> None:
+    memory = await client.get("/admin/memory")
+    assert memory.status_code == 200
+    body = memory.json()
+    assert body["budget"]["bytes"] > 0
+    assert body["tier"] in {"ok", "warn", "evict", "shed", "critical"}
+    assert "reply_streams" in {s["name"] for s in body["structures"]}
+    stats = (await client.get("/admin/stats")).json()
+    assert stats["generations"]["max_inflight"] > 0
+    assert stats["storage"]["backend"] == "sqlite"
+
+
+async def test_non_loopback_without_token_is_refused(make_client: ClientFactory) -> None:
+    client = await make_client()
+    remote = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=client._transport.app, client=("10.1.2.3", 4567)),  # type: ignore[attr-defined]
+        base_url="http://chatkeep.test",
+    )
+    async with remote:
+        response = await remote.get("/admin/stats")
+    assert response.status_code == 401
+    assert "CHATKEEP_ADMIN_TOKEN" in response.json()["error"]["message"]
+
+
+async def test_token_required_when_configured(make_client: ClientFactory) -> None:
+    client = await make_client(admin_token="s3cret")
+    assert (await client.get("/admin/stats")).status_code == 401
+    wrong = await client.get("/admin/stats", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    basic = await client.get("/admin/stats", headers={"Authorization": "Basic s3cret"})
+    assert basic.status_code == 401
+    right = await client.get("/admin/stats", headers={"Authorization": "Bearer s3cret"})
+    assert right.status_code == 200
+
+
+async def test_profile_names_lines_and_reports_cost(client: httpx.AsyncClient) -> None:
+    response = await client.post("/admin/memory/profile", json={"seconds": 0.05, "top": 5})
+    assert response.status_code == 200
+    body = response.json()
+    assert "cost" in body and body["cost"]["tracemalloc_bytes"] >= 0
+    assert len(body["top"]) <= 5
+
+
+async def test_profile_rejects_bad_arguments_and_overlap(client: httpx.AsyncClient) -> None:
+    assert (await client.post("/admin/memory/profile", json={"seconds": -1})).status_code == 422
+    too_long = await client.post("/admin/memory/profile", json={"seconds": 10_000})
+    assert too_long.status_code == 422
+    first = asyncio.create_task(client.post("/admin/memory/profile", json={"seconds": 0.5}))
+    async with asyncio.timeout(5):  # must not fire: the profile starts at once
+        while not (await client.get("/admin/memory")).json()["profiler_busy"]:  # noqa: ASYNC110
+            await asyncio.sleep(0)
+    second = await client.post("/admin/memory/profile", json={"seconds": 0.05})
+    assert second.status_code == 409
+    assert (await first).status_code == 200
+
+
+def test_serve_refuses_open_admin_on_network_address() -> None:
+    result = CliRunner().invoke(cli_app, ["serve", "--host", "0.0.0.0"])
+    assert result.exit_code == 2
+    assert "CHATKEEP_ADMIN_TOKEN" in result.output
