@@ -11,6 +11,7 @@ import uvicorn
 
 from chatkeep.api.admin import is_loopback
 from chatkeep.fakellm.cli import register as register_fake_llm
+from chatkeep.logs import configure_logging
 from chatkeep.settings import load_settings
 from chatkeep.soak.cli import register as register_soak
 
@@ -47,10 +48,7 @@ def serve(
             err=True,
         )
         raise typer.Exit(code=2)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logging(settings)
     application = create_app(settings)
     logging.getLogger("chatkeep").info(
         "storage=%s data_dir=%s models=%s",
@@ -64,7 +62,9 @@ def serve(
         port=settings.port,
         loop="uvloop",
         http="httptools",
-        log_level="warning",
+        # Our handler formats, truncates and rate-limits every record, uvicorn's included.
+        log_config=None,
+        log_level=None,
         access_log=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
     )

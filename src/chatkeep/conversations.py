@@ -20,6 +20,7 @@ from chatkeep.domain.context import build_context
 from chatkeep.domain.records import Conversation, Message, MessageStatus, Usage
 from chatkeep.domain.tokens import estimate_tokens
 from chatkeep.errors import ChatkeepError, ProviderError, ProviderTimeout, StorageError
+from chatkeep.logs import truncate
 from chatkeep.providers.base import ChatRequest, Chunk
 from chatkeep.providers.registry import ProviderRegistry
 from chatkeep.serialize import message_dict, message_json
@@ -31,6 +32,9 @@ from chatkeep.streaming.reply_stream import ReplyStream, ReplyTooLong
 logger = logging.getLogger("chatkeep.conversations")
 
 SHUTDOWN_REASON = "the server shut down while this reply was being generated"
+
+#: A failure reason may quote a backend's answer; a log line keeps this much of one.
+REASON_LOG_CHARS = 300
 
 #: How many stored messages one context read fetches at a time.
 CONTEXT_PAGE = 64
@@ -184,6 +188,12 @@ class ConversationService:
             logger.exception("reply generation failed")
             status, reason = "incomplete", f"internal error: {type(exc).__name__}"
             error = ChatkeepError(reason)
+        if error is not None:
+            logger.warning(
+                "reply ended incomplete: %s",
+                truncate(reason or "", REASON_LOG_CHARS),
+                extra={"conversation_id": conversation.id, "model": conversation.model},
+            )
         await self._commit(conversation, user_message, stream, status, reason, usage, error)
 
     async def _commit(
@@ -207,7 +217,11 @@ class ConversationService:
                 usage=usage,
             )
         except StorageError as exc:
-            logger.error("could not commit reply in %s: %s", conversation.id, exc.message)
+            logger.error(
+                "could not commit reply: %s",
+                exc.message,
+                extra={"conversation_id": conversation.id},
+            )
             stream.finish("error", error_payload(exc), result=exc)
             return
         payload = message_dict(message)

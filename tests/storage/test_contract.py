@@ -229,3 +229,17 @@ async def test_concurrent_sends_to_many_conversations(store: Store) -> None:
 
 async def test_integrity_check_ok(store: Store) -> None:
     assert await store.integrity_check() == "ok"
+
+
+async def test_summary_is_stored_and_never_moves_back(store: Store) -> None:
+    conversation = await store.create_conversation(OWNER, model="echo")
+    for n in range(3):
+        await _exchange(store, conversation.id, str(n))
+    await store.set_summary(OWNER, conversation.id, summary="first four", through_seq=4)
+    await store.set_summary(OWNER, conversation.id, summary="older", through_seq=2)
+    loaded = await store.get_conversation(OWNER, conversation.id)
+    assert (loaded.summary, loaded.summary_through_seq) == ("first four", 4)
+    page = await store.list_messages(OWNER, conversation.id, limit=10)
+    assert len(page.items) == 6  # history untouched
+    await store.set_summary("mallory", conversation.id, summary="x", through_seq=6)
+    assert (await store.get_conversation(OWNER, conversation.id)).summary == "first four"

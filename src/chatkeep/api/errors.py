@@ -11,8 +11,12 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
 from chatkeep.errors import ChatkeepError, Overloaded
+from chatkeep.logs import truncate
 
 logger = logging.getLogger("chatkeep.api")
+
+#: Error messages may quote a backend's answer; a log line keeps this much of one.
+LOGGED_MESSAGE_CHARS = 300
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -50,6 +54,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_chatkeep_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ChatkeepError)
+        if exc.status_code >= 500:
+            # Same failure, same message: the repeat filter folds a flood into a few lines.
+            logger.warning(
+                "%s: %s",
+                exc.code,
+                truncate(exc.message, LOGGED_MESSAGE_CHARS),
+                extra={"path": request.url.path, "status": exc.status_code},
+            )
         return chatkeep_error_response(exc)
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:

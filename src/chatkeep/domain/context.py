@@ -26,6 +26,8 @@ class Context:
     included: int
     #: True when older messages were left out for lack of budget.
     truncated: bool
+    #: ``seq`` of the oldest stored message included (0 when none was).
+    oldest_seq: int = 0
 
 
 def message_tokens(content: str, estimator: TokenEstimator = estimate_tokens) -> int:
@@ -39,12 +41,14 @@ def build_context(
     summary: str | None,
     newest_first: Iterable[Message],
     budget_tokens: int,
+    summary_through_seq: int = 0,
     estimator: TokenEstimator = estimate_tokens,
 ) -> Context:
     """Assemble the context for a reply from messages given newest first.
 
     ``newest_first`` may be a lazy iterable: it is consumed only until the budget
-    is spent, so callers can page it in from storage.
+    is spent, so callers can page it in from storage. Messages with
+    ``seq <= summary_through_seq`` are stood for by the summary and not repeated.
     """
     head: list[dict[str, str]] = []
     used = 0
@@ -58,7 +62,10 @@ def build_context(
 
     recent: list[dict[str, str]] = []
     truncated = False
+    oldest_seq = 0
     for message in newest_first:
+        if message.seq <= summary_through_seq:
+            break
         # An interrupted reply is kept in history but is not something the model said.
         if message.status != "complete" or not message.content:
             continue
@@ -68,5 +75,6 @@ def build_context(
             break
         recent.append({"role": message.role, "content": message.content})
         used += cost
+        oldest_seq = message.seq
     recent.reverse()
-    return Context(head + recent, used, len(recent), truncated)
+    return Context(head + recent, used, len(recent), truncated, oldest_seq)

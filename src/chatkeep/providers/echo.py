@@ -16,9 +16,7 @@ from chatkeep.providers.base import ChatRequest, Chunk, Provider
 
 def echo_reply(request: ChatRequest) -> str:
     """The reply echo gives: the last user message, quoted back."""
-    last_user = next(
-        (m["content"] for m in reversed(request.messages) if m["role"] == "user"), ""
-    )
+    last_user = next((m["content"] for m in reversed(request.messages) if m["role"] == "user"), "")
     return f"echo: {last_user}"
 
 

@@ -209,6 +209,16 @@ class Store(abc.ABC):
         """Commit the assistant message that closes the open reply to ``reply_to``."""
 
     @abc.abstractmethod
+    async def set_summary(
+        self, owner_id: str, conversation_id: str, *, summary: str, through_seq: int
+    ) -> None:
+        """Store a summary of the messages up to ``through_seq``.
+
+        A summary never moves backwards: one covering fewer messages than the stored
+        one is ignored. The messages themselves are never touched.
+        """
+
+    @abc.abstractmethod
     async def recover_open_replies(self, reason: str = RECOVERED_REASON) -> int:
         """Close every reply left open (by a crash) as ``incomplete``; return how many."""
 

@@ -236,6 +236,16 @@ class MemoryStore(Store):
             raise StorageError(f"no reply to {reply_to} is open in {conversation_id}")
         return replace(_close_reply(entry, content, status, reason, usage))
 
+    async def set_summary(
+        self, owner_id: str, conversation_id: str, *, summary: str, through_seq: int
+    ) -> None:
+        entry = self._entries.get(conversation_id)
+        if entry is None or entry.conversation.owner_id != owner_id:
+            return  # deleted meanwhile: a late summary has nothing to attach to
+        if through_seq > entry.conversation.summary_through_seq:
+            entry.conversation.summary = summary
+            entry.conversation.summary_through_seq = through_seq
+
     async def recover_open_replies(self, reason: str = RECOVERED_REASON) -> int:
         open_entries = [e for e in self._entries.values() if e.conversation.open_reply_to]
         for entry in open_entries:

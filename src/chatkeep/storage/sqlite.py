@@ -370,6 +370,18 @@ class SQLiteStore(Store):
         message: Message = await self._committer.write(finish)
         return message
 
+    async def set_summary(
+        self, owner_id: str, conversation_id: str, *, summary: str, through_seq: int
+    ) -> None:
+        def store(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE conversations SET summary = ?, summary_through_seq = ? "
+                "WHERE id = ? AND owner_id = ? AND summary_through_seq < ?",
+                (summary, through_seq, conversation_id, owner_id, through_seq),
+            )
+
+        await self._committer.write(store)
+
     async def recover_open_replies(self, reason: str = RECOVERED_REASON) -> int:
         def recover(conn: sqlite3.Connection) -> int:
             rows = conn.execute(

@@ -1,0 +1,279 @@
+"""What the HTTP providers share: one pooled session per backend, and error translation.
+
+`provider_errors` is the one place where aiohttp, JSON and timeout errors become
+`chatkeep.errors.ProviderError`s; nothing from the driver leaves a provider.
+
+    TimeoutError (total, connect, read)         -> ProviderTimeout
+    ClientPayloadError (body broke off)         -> StreamCut
+    other aiohttp errors (refused, reset, ...)  -> ProviderUnavailable
+    ValueError (bad JSON, oversized line)       -> ProviderUnavailable
+    answer 429 or 5xx                           -> ProviderUnavailable  (`raise_for_status`)
+    other answer >= 400                         -> ProviderError
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import enum
+from collections.abc import Iterator
+
+import aiohttp
+from yarl import URL
+
+from chatkeep.errors import (
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    StreamCut,
+)
+from chatkeep.settings import ModelConfig
+
+#: How much of an error body goes into the error message.
+EXCERPT_BYTES = 512
+EXCERPT_CHARS = 200
+#: Idle pooled connections are closed after this long (backends close theirs too).
+KEEPALIVE_SECONDS = 30.0
+#: What is read past a stream's terminal marker so its connection can be reused.
+DRAIN_LIMIT_BYTES = 64 * 1024
+#: The longest line a streamed answer may hold (one NDJSON object or SSE field).
+MAX_LINE_BYTES = 1024 * 1024
+
+
+def backend_origin(url: str) -> str:
+    """``scheme://host:port`` of a backend URL: the key that models share a session by."""
+    parsed = URL(url)
+    if not parsed.absolute or parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    return str(parsed.origin())
+
+
+def backend_label(kind: str, url: str) -> str:
+    """How errors name a backend, e.g. ``ollama at http://127.0.0.1:11434`` (no credentials)."""
+    parsed = URL(url)
+    return f"{kind} at {parsed.with_user(None).with_query(None)}".rstrip("/")
+
+
+def client_timeout(config: ModelConfig) -> aiohttp.ClientTimeout:
+    """The whole-reply and connect timeouts of one model.
+
+    ``sock_connect`` rather than ``connect``: the latter also counts the wait for a free
+    pooled connection, and a full pool is back-pressure, not an unreachable backend.
+    """
+    return aiohttp.ClientTimeout(
+        total=config.timeout_seconds, sock_connect=config.connect_timeout_seconds
+    )
+
+
+def create_session(config: ModelConfig) -> aiohttp.ClientSession:
+    """A session with a bounded keep-alive pool and ``config``'s timeouts.
+
+    Must be called inside the running event loop that will use it.
+    """
+    connector = aiohttp.TCPConnector(
+        limit=config.max_connections,
+        limit_per_host=0,
+        keepalive_timeout=KEEPALIVE_SECONDS,
+    )
+    # trust_env=False: proxies come from configuration, not from whoever starts the server.
+    return aiohttp.ClientSession(
+        connector=connector, timeout=client_timeout(config), trust_env=False
+    )
+
+
+class _State(enum.Enum):
+    UNOPENED = "unopened"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class BackendSession:
+    """The one `aiohttp.ClientSession` of one backend, shared by every model that uses it.
+
+    The session is created on the first `get`, which must happen inside the running
+    event loop; `aclose` closes it and is safe to call twice. Using it after `aclose`
+    raises `RuntimeError`.
+    """
+
+    def __init__(self, origin: str, config: ModelConfig) -> None:
+        self.origin = origin
+        # Keys travel with each request (models of one backend may differ); a session's
+        # config is for its bounds only and may end up in a log.
+        self.config = config.model_copy(update={"api_key": None})
+        self._session: aiohttp.ClientSession | None = None
+        self._state = _State.UNOPENED
+
+    @classmethod
+    def shared_by(cls, configs: list[ModelConfig]) -> BackendSession:
+        """One session for several models of one backend: the widest bounds among them."""
+        first = configs[0]
+        if first.url is None:
+            raise ValueError(f"a {first.provider} model needs a url")
+        config = first.model_copy(
+            update={
+                "max_connections": max(c.max_connections for c in configs),
+                "timeout_seconds": max(c.timeout_seconds for c in configs),
+                "connect_timeout_seconds": max(c.connect_timeout_seconds for c in configs),
+            }
+        )
+        return cls(backend_origin(first.url), config)
+
+    @property
+    def is_open(self) -> bool:
+        return self._state is _State.OPEN
+
+    def get(self) -> aiohttp.ClientSession:
+        """The session, created now if this is the first use."""
+        if self._state is _State.CLOSED:
+            raise RuntimeError(f"the session for {self.origin} is closed")
+        if self._session is None:
+            self._session = create_session(self.config)
+            self._state = _State.OPEN
+        return self._session
+
+    async def aclose(self) -> None:
+        """Close the pooled connections. Safe twice."""
+        session, self._session = self._session, None
+        self._state = _State.CLOSED
+        if session is not None:
+            await session.close()
+
+
+def auth_headers(config: ModelConfig) -> dict[str, str]:
+    """The JSON request headers of a model, with its bearer key when it has one."""
+    headers = {"Content-Type": "application/json"}
+    if config.api_key:
+        headers["Authorization"] = f"Bearer {config.api_key}"
+    return headers
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """``text`` on one line, cut to ``limit`` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+@contextlib.contextmanager
+def provider_errors(backend: str) -> Iterator[None]:
+    """Translate driver errors raised in the block into `ProviderError`s that name ``backend``."""
+    try:
+        yield
+    except ProviderError:
+        raise
+    # TimeoutError first: aiohttp's timeout errors are also connection errors.
+    except TimeoutError as exc:
+        what = "no connection" if isinstance(exc, aiohttp.ConnectionTimeoutError) else "no answer"
+        raise ProviderTimeout(f"{backend}: {what} within the timeout") from exc
+    except aiohttp.ClientPayloadError as exc:
+        raise StreamCut(f"{backend}: the answer broke off ({excerpt(str(exc))})") from exc
+    except aiohttp.ClientConnectorError as exc:
+        reason = exc.os_error.strerror or str(exc.os_error)
+        raise ProviderUnavailable(f"{backend}: cannot connect ({excerpt(reason)})") from exc
+    except aiohttp.ClientError as exc:
+        detail = excerpt(str(exc)) or type(exc).__name__
+        raise ProviderUnavailable(f"{backend}: {detail}") from exc
+    except ValueError as exc:
+        raise ProviderUnavailable(f"{backend}: malformed answer ({excerpt(str(exc))})") from exc
+
+
+async def raise_for_status(response: aiohttp.ClientResponse, backend: str) -> None:
+    """Raise for an error status, quoting the start of the body; 429 and 5xx are retryable."""
+    if response.status < 400:
+        return
+    body = await response.content.read(EXCERPT_BYTES)
+    text = excerpt(body.decode("utf-8", errors="replace")) or "(empty body)"
+    message = f"{backend} answered {response.status}: {text}"
+    if response.status == 429 or response.status >= 500:
+        raise ProviderUnavailable(message)
+    raise ProviderError(message)
+
+
+def stream_cut(backend: str, marker: str, pieces: int) -> StreamCut:
+    """The error for a stream that ended cleanly but without its terminal marker."""
+    return StreamCut(f"{backend}: the stream ended after {pieces} pieces without {marker}")
+
+
+async def drain(response: aiohttp.ClientResponse) -> None:
+    """Read what follows a terminal marker, so the connection goes back to the pool.
+
+    Anything past `DRAIN_LIMIT_BYTES` is not worth reading: the connection is then
+    closed when the response is released.
+    """
+    left = DRAIN_LIMIT_BYTES
+    while left > 0 and (data := await response.content.readany()):
+        left -= len(data)
+
+
+class Lines:
+    """The lines of a streamed body as they arrive, without their ``\\n``.
+
+    Splits whatever each read brings rather than awaiting ``readline`` once per line;
+    measured, that halves what a provider adds to a bare request. A line still open
+    past ``limit`` bytes raises `ValueError` (a malformed answer), so a backend cannot
+    grow it forever.
+    """
+
+    def __init__(self, response: aiohttp.ClientResponse, limit: int = MAX_LINE_BYTES) -> None:
+        self._content = response.content
+        self._limit = limit
+        self._ready: collections.deque[bytes] = collections.deque()
+        self._open = b""
+        self._ended = False
+
+    def __aiter__(self) -> Lines:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while not self._ready:
+            if self._ended:
+                raise StopAsyncIteration
+            data = await self._content.readany()
+            if not data:
+                self._ended = True
+                if self._open:
+                    self._ready.append(self._open)
+                continue
+            *complete, self._open = (self._open + data).split(b"\n")
+            if len(self._open) > self._limit:
+                raise ValueError(f"a line longer than {self._limit} bytes")
+            self._ready.extend(complete)
+        return self._ready.popleft()
+
+
+class RelayedBody:
+    """An upstream body relayed chunk by chunk as it arrives, never buffered whole.
+
+    The response is released when the body ends, when reading it fails, and on
+    `aclose`; a caller that stops early must call `aclose` (safe twice).
+    """
+
+    def __init__(self, response: aiohttp.ClientResponse, backend: str) -> None:
+        self._response = response
+        self._backend = backend
+        self._released = False
+
+    def __aiter__(self) -> RelayedBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._released:
+            raise StopAsyncIteration
+        try:
+            with provider_errors(self._backend):
+                data = await self._response.content.readany()
+        except BaseException:
+            # Cancellation included: a relay cut short must not pin a connection.
+            self._release()
+            raise
+        if not data:
+            self._release()
+            raise StopAsyncIteration
+        return data
+
+    async def aclose(self) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._response.release()

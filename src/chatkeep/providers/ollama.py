@@ -1,0 +1,117 @@
+"""Ollama's native chat API: ``POST {url}/api/chat``, streamed as NDJSON.
+
+Each line is ``{"message": {"role": "assistant", "content": "..."}, "done": false}``;
+the last has ``"done": true`` with ``done_reason``, ``prompt_eval_count`` and
+``eval_count``. A stream that ends before that line is a `StreamCut`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from chatkeep.domain.records import Usage
+from chatkeep.errors import ProviderUnavailable
+from chatkeep.providers.base import ChatRequest, Chunk, Provider
+from chatkeep.providers.http import (
+    BackendSession,
+    Lines,
+    auth_headers,
+    backend_label,
+    backend_origin,
+    client_timeout,
+    drain,
+    excerpt,
+    provider_errors,
+    raise_for_status,
+    stream_cut,
+)
+from chatkeep.settings import ModelConfig
+
+#: Request options that Ollama takes at the top level; every other one goes in "options".
+_TOP_LEVEL_OPTIONS = frozenset({"format", "keep_alive", "tools", "think"})
+
+
+def ollama_body(request: ChatRequest) -> dict[str, Any]:
+    """The ``/api/chat`` body of a request; ``max_tokens`` becomes Ollama's ``num_predict``."""
+    body: dict[str, Any] = {"model": request.model, "messages": request.messages, "stream": True}
+    options: dict[str, Any] = {}
+    for key, value in request.options.items():
+        if key in _TOP_LEVEL_OPTIONS:
+            body[key] = value
+        elif key == "max_tokens":
+            options["num_predict"] = value
+        else:
+            options[key] = value
+    if options:
+        body["options"] = options
+    return body
+
+
+def _count(event: dict[str, Any], key: str) -> int:
+    value = event.get(key, 0)
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
+class OllamaProvider(Provider):
+    """Talks to one Ollama server.
+
+    With ``session`` given (by the registry) the session is shared and closed by its
+    owner; without, the provider opens its own and `aclose` closes it.
+    """
+
+    def __init__(self, config: ModelConfig, session: BackendSession | None = None) -> None:
+        if not config.url:
+            raise ValueError("an ollama model needs a url")
+        self._chat_url = config.url.rstrip("/") + "/api/chat"
+        self._label = backend_label("ollama", config.url)
+        self._headers = auth_headers(config)
+        self._timeout = client_timeout(config)
+        self._owns_session = session is None
+        self.session = session or BackendSession(backend_origin(config.url), config)
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        payload = orjson.dumps(ollama_body(request))
+        pieces = 0
+        final: Chunk | None = None
+        with provider_errors(self._label):
+            async with self.session.get().post(
+                self._chat_url, data=payload, headers=self._headers, timeout=self._timeout
+            ) as response:
+                await raise_for_status(response, self._label)
+                async for line in Lines(response):
+                    if not line.strip():
+                        continue
+                    chunk, done = self._parse(orjson.loads(line))
+                    if done:
+                        final = chunk
+                        await drain(response)
+                        break
+                    if chunk.text:
+                        pieces += 1
+                        yield chunk
+        if final is None:
+            raise stream_cut(self._label, 'a "done": true line', pieces)
+        # Yielded after the response is released: a consumer that stops here holds nothing.
+        yield final
+
+    def _parse(self, event: Any) -> tuple[Chunk, bool]:
+        if not isinstance(event, dict):
+            raise ProviderUnavailable(f"{self._label}: malformed line (not an object)")
+        if "error" in event:
+            raise ProviderUnavailable(f"{self._label} reported: {excerpt(str(event['error']))}")
+        message = event.get("message")
+        content = message.get("content", "") if isinstance(message, dict) else ""
+        if not isinstance(content, str):
+            raise ProviderUnavailable(f"{self._label}: malformed line (content is not text)")
+        if event.get("done") is not True:
+            return Chunk(content), False
+        usage = Usage(_count(event, "prompt_eval_count"), _count(event, "eval_count"))
+        reason = event.get("done_reason")
+        return Chunk(content, usage, reason if isinstance(reason, str) else "stop"), True
+
+    async def aclose(self) -> None:
+        if self._owns_session:
+            await self.session.aclose()
