@@ -1,0 +1,160 @@
+"""Reply streams: subscribers at their own pace, slow ones cut off, resume by event id."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from chatkeep.streaming.registry import ReplyStreams
+from chatkeep.streaming.reply_stream import ReplyStream, ReplyTooLong, SlowConsumer, StreamEvent
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _stream(
+    clock: FakeClock | None = None, max_bytes: int = 1 << 20, conversation: str = "c"
+) -> ReplyStream:
+    return ReplyStream(
+        reply_id="r1",
+        conversation_id=conversation,
+        owner_id="o",
+        message_event=b'{"id": "u"}',
+        max_bytes=max_bytes,
+        clock=clock or FakeClock(),
+    )
+
+
+def _text(events: list[StreamEvent]) -> str:
+    return "".join(json.loads(e.data)["text"] for e in events if e.event == "delta")
+
+
+async def _collect(stream: ReplyStream, **kwargs: object) -> list[StreamEvent]:
+    return [event async for event in stream.subscribe(**kwargs)]  # type: ignore[arg-type]
+
+
+async def test_subscriber_gets_message_deltas_and_done_in_order() -> None:
+    stream = _stream()
+    reader = asyncio.create_task(_collect(stream))
+    await asyncio.sleep(0)
+    for piece in ("a", "b", "c"):
+        stream.append(piece)
+        await asyncio.sleep(0)
+    stream.finish("done", {"id": "m"})
+    events = await asyncio.wait_for(reader, 1)
+    assert events[0].event == "message" and events[-1].event == "done"
+    assert _text(events) == "abc"
+    assert [e.id for e in events] == ["r1:0", "r1:1", "r1:2", "r1:3", "r1:4"]
+
+
+async def test_late_subscriber_gets_missed_text_coalesced() -> None:
+    stream = _stream()
+    for piece in ("a", "b", "c"):
+        stream.append(piece)
+    stream.finish("done", {})
+    events = await _collect(stream)
+    assert [e.event for e in events] == ["message", "delta", "done"]
+    assert _text(events) == "abc" and events[1].id == "r1:3"
+
+
+async def test_slow_subscriber_cut_off_while_fast_one_keeps_going() -> None:
+    stream = _stream()
+    fast_events: list[StreamEvent] = []
+    fast_done = asyncio.Event()
+
+    async def fast() -> None:
+        async for event in stream.subscribe(max_lag_bytes=64):
+            fast_events.append(event)
+        fast_done.set()
+
+    slow = stream.subscribe(max_lag_bytes=64).__aiter__()
+    assert (await anext(slow)).event == "message"  # then it stops reading
+    fast_task = asyncio.create_task(fast())
+    for _ in range(20):
+        stream.append("x" * 10)
+        await asyncio.sleep(0)
+    stream.finish("done", {})
+    await asyncio.wait_for(fast_done.wait(), 1)
+    await fast_task
+    assert _text(fast_events) == "x" * 200 and fast_events[-1].event == "done"
+    with pytest.raises(SlowConsumer) as cut:
+        await anext(slow)
+    assert cut.value.last_event_id == "r1:0"  # it can resume from what it saw
+    resumed = await _collect(stream, after=stream.position_of(cut.value.last_event_id))
+    assert _text(resumed) == "x" * 200
+
+
+async def test_resume_from_middle_and_after_end() -> None:
+    stream = _stream()
+    for piece in ("one ", "two ", "three"):
+        stream.append(piece)
+    stream.finish("done", {"id": "m"})
+    middle = await _collect(stream, after=stream.position_of("r1:1"))
+    assert _text(middle) == "two three" and middle[0].event == "delta"
+    end = await _collect(stream, after=stream.position_of("r1:3"))
+    assert [e.event for e in end] == ["done"]
+    foreign = await _collect(stream, after=stream.position_of("other:2"))
+    assert foreign[0].event == "message"
+
+
+async def test_buffer_bound_cuts_the_reply() -> None:
+    stream = _stream(max_bytes=10)
+    stream.append("0123456789")
+    with pytest.raises(ReplyTooLong):
+        stream.append("é")
+    assert stream.nbytes == 10
+
+
+async def test_wait_finished_returns_result() -> None:
+    stream = _stream()
+    waiter = asyncio.create_task(stream.wait_finished())
+    await asyncio.sleep(0)
+    stream.finish("done", {}, result="the message")
+    assert await asyncio.wait_for(waiter, 1) == "the message"
+
+
+def test_registry_retention_count_and_reclaim_with_injected_clock() -> None:
+    clock = FakeClock()
+    registry = ReplyStreams(retention_seconds=60, max_retained=2, clock=clock)
+    streams = [_stream(clock, conversation=f"c{n}") for n in range(3)]
+    for stream in streams:
+        registry.add(stream)
+        stream.append("abcd")
+        stream.finish("done", {})
+    assert registry.counts()["running"] == 3
+    for stream in streams:
+        registry.mark_finished(stream)
+    # The count bound dropped the oldest finished stream.
+    assert registry.get("o", "c0") is None and registry.get("o", "c2") is streams[2]
+    assert registry.get("someone-else", "c2") is None
+    clock.now += 61
+    assert registry.get("o", "c2") is None  # past retention
+    assert registry.reap() == 2 and registry.counts()["retained"] == 0
+
+
+def test_registry_reclaim_drops_finished_streams_only() -> None:
+    clock = FakeClock()
+    registry = ReplyStreams(retention_seconds=60, max_retained=10, clock=clock)
+    running = _stream(clock, conversation="run")
+    registry.add(running)
+    running.append("r" * 100)
+    finished = []
+    for n in range(4):
+        stream = _stream(clock, conversation=f"f{n}")
+        registry.add(stream)
+        stream.append("f" * 100)
+        stream.finish("done", {})
+        registry.mark_finished(stream)
+        finished.append(stream)
+    assert registry.nbytes() == 500
+    freed = registry.reclaim(0.3)
+    assert 150 <= freed <= 200
+    assert registry.get("o", "run") is running
+    assert registry.get("o", "f0") is None and registry.get("o", "f3") is finished[3]
