@@ -21,6 +21,8 @@ from chatkeep.api.body_limit import BodyLimitMiddleware
 from chatkeep.api.context import AppState
 from chatkeep.api.errors import install_error_handlers
 from chatkeep.api.metrics import Metrics, MetricsMiddleware, metrics_endpoint
+from chatkeep.cache.job_queue import BoundedJobQueue
+from chatkeep.cache.working_set import WorkingSet
 from chatkeep.conversations import ConversationService
 from chatkeep.errors import UnknownModel
 from chatkeep.leak_hook import LeakEveryRequest
@@ -32,6 +34,7 @@ from chatkeep.storage.memory import MemoryStore
 from chatkeep.storage.sqlite import DATABASE_FILE, SQLiteStore
 from chatkeep.streaming.admission import AdmissionQueue
 from chatkeep.streaming.registry import ReplyStreams
+from chatkeep.summaries import Summarizer
 
 logger = logging.getLogger("chatkeep")
 
@@ -74,6 +77,25 @@ def create_app(
         max_retained=settings.max_retained_streams,
         clock=clock,
     )
+    working_set = WorkingSet(
+        the_store,
+        maxsize=settings.working_set_bytes,
+        max_recent_messages=settings.working_set_recent_messages,
+    )
+    summary_queue = BoundedJobQueue(
+        maxsize=settings.summary_queue_size,
+        concurrency=settings.summary_concurrency,
+        job_timeout=settings.summary_job_timeout_seconds,
+        name="summaries",
+    )
+    summarizer = Summarizer(
+        store=the_store,
+        providers=the_providers,
+        queue=summary_queue,
+        threshold_tokens=settings.summary_threshold_tokens,
+        priority=settings.summary_priority,
+        on_summary=working_set.invalidate,
+    )
     service = ConversationService(
         store=the_store,
         providers=the_providers,
@@ -81,14 +103,27 @@ def create_app(
         streams=streams,
         stream_buffer_bytes=settings.stream_buffer_bytes,
         stream_idle_timeout=settings.stream_idle_timeout_seconds,
+        working_set=working_set,
+        summarizer=summarizer,
         clock=clock,
     )
     watch = memory or build_memory_watch(settings)
     admission.gate = watch.governor.ensure_generation_allowed
     watch.governor.register(streams)
+    watch.governor.register(working_set)
     metrics = Metrics()
     the_store.commit_observer = metrics.observe_commit
-    app_state = AppState(settings, the_store, the_providers, admission, streams, service, watch)
+    app_state = AppState(
+        settings,
+        the_store,
+        the_providers,
+        admission,
+        streams,
+        service,
+        watch,
+        caches={"working_set": working_set},
+        summarizer=summarizer,
+    )
     metrics.attach(app_state)
 
     @asynccontextmanager
@@ -100,6 +135,7 @@ def create_app(
                 logger.warning("closed %d replies left open by an unclean stop", recovered)
             app.state.chatkeep = app_state
             await watch.sampler.start()
+            summary_queue.start()
             logger.info(
                 "memory budget %d bytes (%s)",
                 watch.governor.budget.bytes,
@@ -109,6 +145,8 @@ def create_app(
         finally:
             await watch.sampler.stop()
             await service.shutdown(settings.shutdown_grace_seconds)
+            await summary_queue.stop()
+            await working_set.close()
             await the_providers.aclose()
             await the_store.close()
 

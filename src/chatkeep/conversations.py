@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
-from chatkeep.domain.context import build_context
+from chatkeep.cache.working_set import WorkingSet
+from chatkeep.domain.context import Context, build_context
 from chatkeep.domain.records import Conversation, Message, MessageStatus, Usage
 from chatkeep.domain.tokens import estimate_tokens
 from chatkeep.errors import ChatkeepError, ProviderError, ProviderTimeout, StorageError
@@ -28,6 +29,7 @@ from chatkeep.storage.base import ReplyStart, Store
 from chatkeep.streaming.admission import AdmissionQueue
 from chatkeep.streaming.registry import ReplyStreams
 from chatkeep.streaming.reply_stream import ReplyStream, ReplyTooLong
+from chatkeep.summaries import Summarizer
 
 logger = logging.getLogger("chatkeep.conversations")
 
@@ -60,6 +62,8 @@ class ConversationService:
         streams: ReplyStreams,
         stream_buffer_bytes: int,
         stream_idle_timeout: float,
+        working_set: WorkingSet,
+        summarizer: Summarizer | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
@@ -68,6 +72,8 @@ class ConversationService:
         self.streams = streams
         self.stream_buffer_bytes = stream_buffer_bytes
         self.stream_idle_timeout = stream_idle_timeout
+        self.working_set = working_set
+        self.summarizer = summarizer
         self._clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -97,6 +103,9 @@ class ConversationService:
         if start.replayed:
             self.admission.release()
             return SendResult(start, self.streams.get(owner_id, conversation_id))
+        self.working_set.record_messages(
+            owner_id, conversation_id, start.conversation, start.user_message
+        )
         stream = ReplyStream(
             reply_id=start.user_message.id,
             conversation_id=conversation_id,
@@ -143,6 +152,7 @@ class ConversationService:
         reason: str | None = None
         error: ChatkeepError | None = None
         usage: Usage | None = None
+        context: Context | None = None
         try:
             provider, config = self.providers.get(conversation.model)
             context = await self._context(conversation, user_message, config.context_tokens)
@@ -188,6 +198,8 @@ class ConversationService:
             logger.exception("reply generation failed")
             status, reason = "incomplete", f"internal error: {type(exc).__name__}"
             error = ChatkeepError(reason)
+        if error is None and self.summarizer is not None and context is not None:
+            self.summarizer.consider(conversation, context)
         if error is not None:
             logger.warning(
                 "reply ended incomplete: %s",
@@ -224,37 +236,41 @@ class ConversationService:
             )
             stream.finish("error", error_payload(exc), result=exc)
             return
+        self.working_set.record_messages(
+            conversation.owner_id, conversation.id, _after_reply(conversation, message), message
+        )
         payload = message_dict(message)
+        stream.error = error
         if error is None:
             stream.finish("done", payload, result=message)
         else:
             stream.finish("error", {**error_payload(error), "message": payload}, result=message)
 
-    async def _context(self, conversation: Conversation, user_message: Message, budget: int) -> Any:
-        # Read recent messages page by page, newest first, only until the budget is spent.
-        pages: list[list[Message]] = []
-
-        async def load_pages() -> None:
-            before = user_message.seq + 1
-            while True:
-                page = await self.store.recent_messages(
-                    conversation.owner_id, conversation.id, limit=CONTEXT_PAGE, before=before
-                )
-                pages.append(page)
-                if len(page) < CONTEXT_PAGE or _tokens_in(pages) > budget:
-                    return
-                before = page[-1].seq
-
-        await load_pages()
-
-        def newest_first() -> Iterator[Message]:
-            for page in pages:
-                yield from page
-
+    async def _context(
+        self, conversation: Conversation, user_message: Message, budget: int
+    ) -> Context:
+        """The bounded context: recent messages from the working set, older ones from storage."""
+        entry = await self.working_set.get(conversation.owner_id, conversation.id)
+        newest_first = [m for m in reversed(entry.messages) if m.seq <= user_message.seq]
+        if not newest_first or newest_first[0].seq != user_message.seq:
+            newest_first = [user_message]  # the entry lagged; the store has the truth
+        tokens = _tokens_in(newest_first)
+        oldest = newest_first[-1].seq
+        # Page further back only while the budget is not spent and older messages exist.
+        while tokens <= budget and oldest > conversation.summary_through_seq + 1:
+            page = await self.store.recent_messages(
+                conversation.owner_id, conversation.id, limit=CONTEXT_PAGE, before=oldest
+            )
+            if not page:
+                break
+            newest_first.extend(page)
+            tokens += _tokens_in(page)
+            oldest = page[-1].seq
         return build_context(
             system_prompt=conversation.system_prompt,
             summary=conversation.summary,
-            newest_first=newest_first(),
+            summary_through_seq=conversation.summary_through_seq,
+            newest_first=newest_first,
             budget_tokens=budget,
         )
 
@@ -298,8 +314,24 @@ async def _idle_bounded(chunks: AsyncIterator[Chunk], idle_seconds: float) -> As
             await aclose()
 
 
-def _tokens_in(pages: list[list[Message]]) -> int:
-    return sum(estimate_tokens(m.content) for page in pages for m in page)
+def _after_reply(conversation: Conversation, reply: Message) -> Conversation:
+    """The conversation record as `finish_reply` left it, without reading it back."""
+    usage = reply.usage or Usage()
+    return replace(
+        conversation,
+        message_count=reply.seq,
+        last_activity=reply.created_at,
+        updated_at=reply.created_at,
+        open_reply_to=None,
+        usage=Usage(
+            conversation.usage.prompt_tokens + usage.prompt_tokens,
+            conversation.usage.completion_tokens + usage.completion_tokens,
+        ),
+    )
+
+
+def _tokens_in(messages: list[Message]) -> int:
+    return sum(estimate_tokens(m.content) for m in messages)
 
 
 def error_payload(error: ChatkeepError) -> dict[str, Any]:

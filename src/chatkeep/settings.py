@@ -116,6 +116,7 @@ class Settings(BaseSettings):
     summary_queue_size: int = Field(default=64, ge=0)
     summary_concurrency: int = Field(default=2, ge=1)
     summary_priority: int = Field(default=5, ge=0, le=9)
+    summary_job_timeout_seconds: float = Field(default=120.0, gt=0)
 
     # Logging: message content is cut, repeated identical errors are rate-limited.
     log_content_chars: int = Field(default=200, ge=0)

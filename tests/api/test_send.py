@@ -242,3 +242,16 @@ async def test_resume_mid_stream_continues_live(
 async def test_stream_of_conversation_without_reply_is_404(client: httpx.AsyncClient) -> None:
     cid = await _conversation(client)
     assert (await client.get(f"/api/conversations/{cid}/stream")).status_code == 404
+
+
+async def test_sends_are_served_from_the_working_set(client: httpx.AsyncClient) -> None:
+    cid = await _conversation(client)
+    for n in range(3):
+        await client.post(f"/api/conversations/{cid}/messages", json={"content": f"m{n}"})
+    working_set = (await client.get("/admin/stats")).json()["caches"]["working_set"]
+    assert working_set["hits"] >= 3 and working_set["misses"] == 0
+    assert 0 < working_set["currsize"] <= working_set["maxsize"]
+    await client.patch(f"/api/conversations/{cid}", json={"title": "renamed"})
+    await client.post(f"/api/conversations/{cid}/messages", json={"content": "after"})
+    history = (await client.get(f"/api/conversations/{cid}/messages")).json()["items"]
+    assert [m["seq"] for m in history] == list(range(1, 9))

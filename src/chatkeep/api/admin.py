@@ -91,6 +91,7 @@ async def stats(request: Request) -> dict[str, Any]:
         },
         "streams": app.streams.counts(),
         "caches": app.cache_stats(),
+        "summaries": app.summarizer.stats() if app.summarizer else None,
         "storage": app.store.stats(),
         "models": app.providers.names(),
         "memory": {

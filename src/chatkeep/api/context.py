@@ -34,6 +34,7 @@ class AppState:
     service: ConversationService
     memory: MemoryWatch
     caches: dict[str, HasStats] = field(default_factory=dict)
+    summarizer: HasStats | None = None
 
     def cache_stats(self) -> dict[str, dict[str, Any]]:
         """Each bounded cache's stats, by name."""

@@ -15,7 +15,7 @@ from chatkeep.api.schemas import CreateConversation, SendMessage, UpdateConversa
 from chatkeep.api.sse import replayed_events, sse_response, stream_events
 from chatkeep.conversations import SendResult, error_payload
 from chatkeep.domain.records import Message
-from chatkeep.errors import ChatkeepError, InvalidRequest, NotFound, ReplyInProgress
+from chatkeep.errors import ChatkeepError, InvalidRequest, NotFound, ProviderError, ReplyInProgress
 from chatkeep.serialize import conversation_dict, message_dict
 from chatkeep.storage.base import UNSET
 
@@ -99,6 +99,7 @@ async def update_conversation(
         status=body.status if body.status is not None else UNSET,
         metadata=(body.metadata or {}) if "metadata" in given else UNSET,
     )
+    app.service.working_set.invalidate(conversation_id)
     return conversation_dict(conversation)
 
 
@@ -113,6 +114,7 @@ async def delete_conversation(conversation_id: str, request: Request) -> Respons
         raise ReplyInProgress("a reply is still being generated; delete it once it is done")
     await app.store.delete_conversation(owner, conversation_id)
     app.streams.discard(conversation_id)
+    app.service.working_set.invalidate(conversation_id)
     return Response(status_code=HTTP_204_NO_CONTENT)
 
 
@@ -210,10 +212,18 @@ async def _json_answer(result: SendResult) -> Response:
     if assistant is None:
         if result.stream is None:
             raise ReplyInProgress("the first send with this id is still being answered; retry soon")
-        outcome = await result.stream.wait_finished()
+        stream = result.stream
+        outcome = await stream.wait_finished()
         if isinstance(outcome, ChatkeepError):
             return chatkeep_error_response(outcome, user_message=message_dict(start.user_message))
         assistant = outcome
+        if isinstance(stream.error, ChatkeepError) and assistant.status != "complete":
+            body = {
+                **error_payload(stream.error),
+                "user_message": message_dict(start.user_message),
+                "assistant_message": message_dict(assistant),
+            }
+            return JSONResponse(body, stream.error.status_code)
     assert isinstance(assistant, Message)
     body = {
         "user_message": message_dict(start.user_message),
@@ -221,9 +231,9 @@ async def _json_answer(result: SendResult) -> Response:
     }
     if assistant.status == "complete":
         return JSONResponse(body)
+    # A replayed send whose reply had failed: the stored reason is all that is left.
     reason = assistant.reason or "the reply did not finish"
-    status = 504 if "timeout" in reason else 502
-    return JSONResponse({**error_payload(ChatkeepError(reason)), **body}, status)
+    return JSONResponse({**error_payload(ProviderError(reason)), **body}, 502)
 
 
 @router.get(

@@ -72,6 +72,8 @@ class ReplyStream:
         self.started_at = self.last_activity = clock()
         self.finished_at: float | None = None
         self.result: Any = None
+        #: Why the reply ended incomplete, when it did.
+        self.error: Exception | None = None
 
     @property
     def text(self) -> str:
