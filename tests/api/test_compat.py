@@ -6,6 +6,8 @@ import json
 
 import httpx
 
+from tests.api.conftest import ClientFactory
+
 
 async def test_models_lists_configured_models(client: httpx.AsyncClient) -> None:
     body = (await client.get("/v1/models")).json()
@@ -57,3 +59,12 @@ async def test_chat_completion_bad_requests(client: httpx.AsyncClient) -> None:
     no_messages = await client.post("/v1/chat/completions", json={"model": "echo"})
     assert no_messages.status_code == 422
     assert "messages" in no_messages.json()["error"]["message"]
+
+
+async def test_too_many_messages_is_422(make_client: ClientFactory) -> None:
+    client = await make_client(max_messages_per_request=3)
+    messages = [{"role": "user", "content": "x"}] * 4
+    response = await client.post(
+        "/v1/chat/completions", json={"model": "echo", "messages": messages}
+    )
+    assert response.status_code == 422 and "limit is 3" in response.json()["error"]["message"]

@@ -52,6 +52,9 @@ async def chat_completions(request: Request) -> Response:
     app = state(request)
     body = await request.body()
     payload = _parse(body)
+    limit = app.settings.max_messages_per_request
+    if len(payload["messages"]) > limit:
+        raise InvalidRequest(f"messages: {len(payload['messages'])} given; the limit is {limit}")
     model = payload["model"]
     provider, _ = app.providers.get(model)
     streamed = bool(payload.get("stream"))
