@@ -81,6 +81,8 @@ def create_app(
         the_store,
         maxsize=settings.working_set_bytes,
         max_recent_messages=settings.working_set_recent_messages,
+        # An entry never needs more than the largest context a model can take.
+        max_recent_tokens=max(m.context_tokens for m in settings.models.values()),
     )
     summary_queue = BoundedJobQueue(
         maxsize=settings.summary_queue_size,

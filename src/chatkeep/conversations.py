@@ -19,7 +19,7 @@ from typing import Any
 from chatkeep.cache.working_set import WorkingSet
 from chatkeep.domain.context import Context, build_context
 from chatkeep.domain.records import Conversation, Message, MessageStatus, Usage
-from chatkeep.domain.tokens import estimate_tokens
+from chatkeep.domain.tokens import content_tokens, estimate_tokens
 from chatkeep.errors import ChatkeepError, ProviderError, ProviderTimeout, StorageError
 from chatkeep.logs import truncate
 from chatkeep.providers.base import ChatRequest, Chunk
@@ -294,21 +294,41 @@ class IdleTimeout(Exception):
 
 
 async def _idle_bounded(chunks: AsyncIterator[Chunk], idle_seconds: float) -> AsyncIterator[Chunk]:
-    """Relay ``chunks``, giving up when the next one takes longer than ``idle_seconds``."""
+    """Relay ``chunks``, giving up when the model stays silent for ``idle_seconds``.
+
+    A per-chunk `asyncio.timeout` would arm and cancel a timer for every token; instead
+    one watchdog timer checks the time of the last chunk and re-arms itself, so a chunk
+    costs one clock read.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    last = loop.time()
+    fired = False
+    handle: asyncio.TimerHandle | None = None
+
+    def check() -> None:
+        nonlocal fired, handle
+        if loop.time() - last >= idle_seconds:
+            fired = True
+            task.cancel()
+        else:
+            handle = loop.call_at(last + idle_seconds, check)
+
+    handle = loop.call_at(last + idle_seconds, check)
     iterator = aiter(chunks)
     try:
-        while True:
-            try:
-                async with asyncio.timeout(idle_seconds):
-                    chunk = await anext(iterator)
-            except StopAsyncIteration:
-                return
-            except TimeoutError:
-                raise IdleTimeout(
-                    f"the model sent nothing for {idle_seconds:g} seconds; the reply was cut"
-                ) from None
+        async for chunk in iterator:
+            last = loop.time()
             yield chunk
+    except asyncio.CancelledError:
+        if fired and task.uncancel() == 0:
+            raise IdleTimeout(
+                f"the model sent nothing for {idle_seconds:g} seconds; the reply was cut"
+            ) from None
+        raise
     finally:
+        handle.cancel()
         aclose = getattr(iterator, "aclose", None)
         if aclose is not None:
             await aclose()
@@ -331,7 +351,7 @@ def _after_reply(conversation: Conversation, reply: Message) -> Conversation:
 
 
 def _tokens_in(messages: list[Message]) -> int:
-    return sum(estimate_tokens(m.content) for m in messages)
+    return sum(content_tokens(m) for m in messages)
 
 
 def error_payload(error: ChatkeepError) -> dict[str, Any]:

@@ -109,7 +109,7 @@ class Settings(BaseSettings):
 
     # Working set of recently used conversations (write-through, so eviction loses nothing).
     working_set_bytes: int = Field(default=64 * 1024**2, ge=0)
-    working_set_recent_messages: int = Field(default=64, ge=1)
+    working_set_recent_messages: int = Field(default=512, ge=1)
 
     # Summaries of older turns, made in the background.
     summary_threshold_tokens: int = Field(default=2048, ge=1)

@@ -255,3 +255,18 @@ async def test_sends_are_served_from_the_working_set(client: httpx.AsyncClient) 
     await client.post(f"/api/conversations/{cid}/messages", json={"content": "after"})
     history = (await client.get(f"/api/conversations/{cid}/messages")).json()["items"]
     assert [m["seq"] for m in history] == list(range(1, 9))
+
+
+async def test_silent_model_is_cut_by_the_idle_timeout(
+    make_client: ClientFactory, gated: GatedProvider
+) -> None:
+    client = await make_client(stream_idle_timeout_seconds=0.05)
+    cid = await _conversation(client, "gated")
+    gated.release("first ")  # then the model goes quiet
+    response = await client.post(f"/api/conversations/{cid}/messages", json={"content": "q"})
+    assert response.status_code == 504
+    body = response.json()
+    assert body["error"]["code"] == "provider_timeout"
+    assert body["assistant_message"]["status"] == "incomplete"
+    assert body["assistant_message"]["content"] == "first "
+    assert "sent nothing" in body["assistant_message"]["reason"]

@@ -113,9 +113,11 @@ def conversation_size(conversation: Conversation) -> int:
 
 
 def message_size(message: Message) -> int:
-    """Estimated bytes of one `Message` record and everything it refers to."""
+    """Estimated bytes of one `Message` record and everything it refers to (cached on it)."""
     m = message
-    return (
+    if m.cached_size >= 0:
+        return m.cached_size
+    m.cached_size = (
         record_size(Message)
         + text_size(m.id)
         + text_size(m.conversation_id)
@@ -127,7 +129,9 @@ def message_size(message: Message) -> int:
         + optional_text_size(m.reply_to)
         + optional_text_size(m.reason)
         + _usage_size(m.usage)
+        + 2 * NUMBER  # the cached derived values themselves
     )
+    return m.cached_size
 
 
 def _usage_size(usage: Usage | None) -> int:

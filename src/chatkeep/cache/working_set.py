@@ -40,7 +40,12 @@ from chatkeep.cache.sizing import (
     text_size,
 )
 from chatkeep.domain.records import Conversation, Message
-from chatkeep.domain.tokens import MESSAGE_OVERHEAD_TOKENS, TokenEstimator, estimate_tokens
+from chatkeep.domain.tokens import (
+    MESSAGE_OVERHEAD_TOKENS,
+    TokenEstimator,
+    content_tokens,
+    estimate_tokens,
+)
 from chatkeep.storage.base import Store
 
 #: ``CHATKEEP_WORKING_SET_BYTES`` when unset.
@@ -330,7 +335,7 @@ class WorkingSet:
             return tuple(window)
         kept = tokens = 0
         for message in reversed(window):
-            cost = self._estimate(message.content) + MESSAGE_OVERHEAD_TOKENS
+            cost = content_tokens(message, self._estimate) + MESSAGE_OVERHEAD_TOKENS
             if kept and tokens + cost > self.max_recent_tokens:
                 break
             tokens += cost

@@ -13,7 +13,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from chatkeep.domain.records import Message
-from chatkeep.domain.tokens import MESSAGE_OVERHEAD_TOKENS, TokenEstimator, estimate_tokens
+from chatkeep.domain.tokens import (
+    MESSAGE_OVERHEAD_TOKENS,
+    TokenEstimator,
+    content_tokens,
+    estimate_tokens,
+)
 
 
 @dataclass(slots=True)
@@ -69,7 +74,7 @@ def build_context(
         # An interrupted reply is kept in history but is not something the model said.
         if message.status != "complete" or not message.content:
             continue
-        cost = message_tokens(message.content, estimator)
+        cost = content_tokens(message, estimator) + MESSAGE_OVERHEAD_TOKENS
         if recent and used + cost > budget_tokens:
             truncated = True
             break

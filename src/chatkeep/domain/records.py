@@ -60,6 +60,10 @@ class Message:
     reply_to: str | None = None
     reason: str | None = None
     usage: Usage | None = None
+    # Derived values computed once, on first use, by `domain.tokens.content_tokens` and
+    # `cache.sizing.message_size`: the send path reads them for every message in a context.
+    cached_tokens: int = field(default=-1, compare=False, repr=False)
+    cached_size: int = field(default=-1, compare=False, repr=False)
 
 
 @dataclass(slots=True)

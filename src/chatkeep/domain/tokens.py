@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from chatkeep.domain.records import Message
+
 #: Tokens every message costs beyond its text (role markers, separators).
 MESSAGE_OVERHEAD_TOKENS = 4
 
@@ -27,3 +29,12 @@ def estimate_tokens(text: str) -> int:
     by_chars = (len(text) + 3) // 4
     by_words = text.count(" ") + 1
     return max(by_chars, by_words)
+
+
+def content_tokens(message: Message, estimator: TokenEstimator = estimate_tokens) -> int:
+    """Tokens of a message's content; the default estimator's count is cached on the record."""
+    if estimator is not estimate_tokens:
+        return estimator(message.content)
+    if message.cached_tokens < 0:
+        message.cached_tokens = estimate_tokens(message.content)
+    return message.cached_tokens
