@@ -8,6 +8,7 @@ replies a crash left open, and on shutdown lets running replies finish for
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -130,6 +131,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        reaper: asyncio.Task[None] | None = None
         await the_store.open()
         try:
             recovered = await the_store.recover_open_replies()
@@ -138,6 +140,10 @@ def create_app(
             app.state.chatkeep = app_state
             await watch.sampler.start()
             summary_queue.start()
+            reaper = asyncio.create_task(
+                streams.reap_forever(max(1.0, min(settings.stream_retention_seconds, 30.0))),
+                name="reply-stream-reaper",
+            )
             logger.info(
                 "memory budget %d bytes (%s)",
                 watch.governor.budget.bytes,
@@ -145,6 +151,9 @@ def create_app(
             )
             yield
         finally:
+            if reaper is not None:
+                reaper.cancel()
+                await asyncio.gather(reaper, return_exceptions=True)
             await watch.sampler.stop()
             await service.shutdown(settings.shutdown_grace_seconds)
             await summary_queue.stop()

@@ -19,7 +19,7 @@ from typing import Any
 from chatkeep.cache.working_set import WorkingSet
 from chatkeep.domain.context import Context, build_context
 from chatkeep.domain.records import Conversation, Message, MessageStatus, Usage
-from chatkeep.domain.tokens import content_tokens, estimate_tokens
+from chatkeep.domain.tokens import TokenEstimator, content_tokens, estimate_tokens
 from chatkeep.errors import ChatkeepError, ProviderError, ProviderTimeout, StorageError
 from chatkeep.logs import truncate
 from chatkeep.providers.base import ChatRequest, Chunk
@@ -155,7 +155,12 @@ class ConversationService:
         context: Context | None = None
         try:
             provider, config = self.providers.get(conversation.model)
-            context = await self._context(conversation, user_message, config.context_tokens)
+            context = await self._context(
+                conversation,
+                user_message,
+                config.context_tokens,
+                self.providers.estimator(conversation.model),
+            )
             request = ChatRequest(
                 model=self.providers.upstream_model(conversation.model),
                 messages=context.messages,
@@ -247,7 +252,11 @@ class ConversationService:
             stream.finish("error", {**error_payload(error), "message": payload}, result=message)
 
     async def _context(
-        self, conversation: Conversation, user_message: Message, budget: int
+        self,
+        conversation: Conversation,
+        user_message: Message,
+        budget: int,
+        estimator: TokenEstimator = estimate_tokens,
     ) -> Context:
         """The bounded context: recent messages from the working set, older ones from storage."""
         entry = await self.working_set.get(conversation.owner_id, conversation.id)
@@ -272,6 +281,7 @@ class ConversationService:
             summary_through_seq=conversation.summary_through_seq,
             newest_first=newest_first,
             budget_tokens=budget,
+            estimator=estimator,
         )
 
     async def shutdown(self, grace_seconds: float) -> None:

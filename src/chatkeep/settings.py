@@ -57,6 +57,9 @@ class ModelConfig(BaseModel):
     timeout_seconds: float = Field(default=120.0, gt=0, description="Whole-reply timeout.")
     connect_timeout_seconds: float = Field(default=5.0, gt=0)
     max_connections: int = Field(default=100, ge=1, description="Connection pool bound.")
+    tokenizer: Literal["auto", "heuristic"] = Field(
+        default="auto", description="auto: a real tokenizer when one is installed."
+    )
 
 
 def _default_models() -> dict[str, ModelConfig]:

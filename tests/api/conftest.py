@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from chatkeep.app import create_app
+from chatkeep.domain.tokens import TokenEstimator, estimate_tokens
 from chatkeep.errors import ProviderUnavailable, UnknownModel
 from chatkeep.providers.base import ChatRequest, Chunk, Provider
 from chatkeep.providers.echo import EchoProvider
@@ -65,6 +66,9 @@ class TestProviders:
 
     def upstream_model(self, name: str) -> str:
         return name
+
+    def estimator(self, name: str) -> TokenEstimator:
+        return estimate_tokens
 
     async def aclose(self) -> None:
         return None

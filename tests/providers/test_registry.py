@@ -129,3 +129,29 @@ async def test_closing_an_unused_registry_is_fine() -> None:
     await registry.aclose()
 
     assert not registry.sessions[0].is_open
+
+
+def test_token_estimator_falls_back_to_the_heuristic() -> None:
+    import sys
+
+    from chatkeep.domain.tokens import estimate_tokens
+    from chatkeep.providers.registry import ProviderRegistry
+    from chatkeep.settings import ModelConfig
+
+    registry = ProviderRegistry(
+        {
+            "echo": ModelConfig(provider="echo"),
+            "gpt": ModelConfig(provider="openai", url="http://127.0.0.1:9", tokenizer="auto"),
+            "plain": ModelConfig(
+                provider="openai", url="http://127.0.0.1:9", tokenizer="heuristic"
+            ),
+        }
+    )
+    assert registry.estimator("echo") is estimate_tokens
+    assert registry.estimator("plain") is estimate_tokens
+    if "tiktoken" not in sys.modules:
+        # Without tiktoken installed, "auto" counts with the heuristic too.
+        try:
+            import tiktoken  # noqa: F401
+        except ImportError:
+            assert registry.estimator("gpt") is estimate_tokens

@@ -158,3 +158,28 @@ def test_registry_reclaim_drops_finished_streams_only() -> None:
     assert 150 <= freed <= 200
     assert registry.get("o", "run") is running
     assert registry.get("o", "f0") is None and registry.get("o", "f3") is finished[3]
+
+
+async def test_reaper_drops_expired_streams_without_traffic() -> None:
+    clock = FakeClock()
+    registry = ReplyStreams(retention_seconds=10, max_retained=10, clock=clock)
+    stream = _stream(clock)
+    registry.add(stream)
+    stream.finish("done", {})
+    registry.mark_finished(stream)
+    ticks: list[float] = []
+    tick = asyncio.Event()
+
+    async def fake_sleep(seconds: float) -> None:
+        ticks.append(seconds)
+        clock.now += seconds
+        tick.set()
+        await asyncio.sleep(0)
+
+    reaper = asyncio.create_task(registry.reap_forever(11, sleep=fake_sleep))
+    await asyncio.wait_for(tick.wait(), 1)
+    await asyncio.sleep(0)
+    reaper.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reaper
+    assert registry.counts()["retained"] == 0 and ticks[0] == 11

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from chatkeep.domain.tokens import TokenEstimator
 from chatkeep.errors import UnknownModel
 from chatkeep.providers.base import Provider
 from chatkeep.providers.echo import EchoProvider
 from chatkeep.providers.http import BackendSession, backend_origin
 from chatkeep.providers.ollama import OllamaProvider
 from chatkeep.providers.openai import OpenAIProvider
+from chatkeep.providers.tokenizers import estimator_for
 from chatkeep.settings import ModelConfig, Settings
 
 #: How many names an `UnknownModel` message lists before "...".
@@ -30,6 +32,7 @@ class ProviderRegistry:
         self._providers: dict[str, Provider] = {}
         self._sessions: dict[str, BackendSession] = {}
         self._closed = False
+        self._estimators: dict[str, TokenEstimator] = {}
 
         by_origin: dict[str, list[ModelConfig]] = {}
         for name, config in self._models.items():
@@ -67,6 +70,14 @@ class ProviderRegistry:
         if provider is None:
             raise UnknownModel(f"unknown model {name!r}; known models: {self._known()}")
         return provider, self._models[name]
+
+    def estimator(self, name: str) -> TokenEstimator:
+        """How a model's tokens are counted (a real tokenizer when installed)."""
+        estimator = self._estimators.get(name)
+        if estimator is None:
+            _, config = self.get(name)
+            estimator = self._estimators[name] = estimator_for(name, config)
+        return estimator
 
     def names(self) -> list[str]:
         """The configured model names, in configuration order."""

@@ -8,8 +8,9 @@ streams are bounded by admission control, so the whole registry is bounded.
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from chatkeep.streaming.reply_stream import ReplyStream
 
@@ -67,6 +68,14 @@ class ReplyStreams:
             else:
                 break
         return dropped
+
+    async def reap_forever(
+        self, interval: float, sleep: Callable[[float], Awaitable[object]] = asyncio.sleep
+    ) -> None:
+        """Reap expired streams every ``interval`` seconds, so idle ones go even without traffic."""
+        while True:
+            await sleep(interval)
+            self.reap()
 
     @property
     def running(self) -> list[ReplyStream]:
