@@ -58,7 +58,13 @@ CONTENT_FIELDS = frozenset({"content", "text"})
 _NOISY_LOGGERS = ("aiosqlite", "asyncio", "hpack", "httpcore", "httpx", "matplotlib", "multipart")
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
-_RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+# uvicorn attaches an ANSI-coloured copy of each message; it is noise in a log file.
+_RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
 
 
 def truncate(text: str, limit: int) -> str:
