@@ -106,6 +106,7 @@ class Settings(BaseSettings):
     # Reply streams: the buffer holds one reply's text; a longer reply ends incomplete.
     stream_buffer_bytes: int = Field(default=1024 * 1024, ge=1024)
     subscriber_queue_bytes: int = Field(default=256 * 1024, ge=1024)
+    max_subscribers_per_stream: int = Field(default=16, ge=1)
     stream_retention_seconds: float = Field(default=60.0, ge=0)
     max_retained_streams: int = Field(default=1000, ge=0)
     stream_idle_timeout_seconds: float = Field(default=60.0, gt=0)

@@ -8,7 +8,13 @@ import json
 import pytest
 
 from chatkeep.streaming.registry import ReplyStreams
-from chatkeep.streaming.reply_stream import ReplyStream, ReplyTooLong, SlowConsumer, StreamEvent
+from chatkeep.streaming.reply_stream import (
+    ReplyStream,
+    ReplyTooLong,
+    SlowConsumer,
+    StreamEvent,
+    TooManySubscribers,
+)
 
 
 class FakeClock:
@@ -183,3 +189,15 @@ async def test_reaper_drops_expired_streams_without_traffic() -> None:
     with pytest.raises(asyncio.CancelledError):
         await reaper
     assert registry.counts()["retained"] == 0 and ticks[0] == 11
+
+
+async def test_subscriber_count_is_bounded() -> None:
+    stream = _stream()
+    first = stream.subscribe(max_subscribers=1).__aiter__()
+    assert (await anext(first)).event == "message"
+    with pytest.raises(TooManySubscribers):
+        await anext(stream.subscribe(max_subscribers=1).__aiter__())
+    stream.finish("done", {})
+    assert [e.event async for e in first] == ["done"]
+    assert stream.subscribers == 0
+    assert (await anext(stream.subscribe(max_subscribers=1).__aiter__())).event == "message"

@@ -174,7 +174,10 @@ def _stream_answer(app: AppState, result: SendResult) -> Response:
     start = result.start
     if result.stream is not None:
         events = stream_events(
-            result.stream, after=-1, max_lag_bytes=app.settings.subscriber_queue_bytes
+            result.stream,
+            after=-1,
+            max_lag_bytes=app.settings.subscriber_queue_bytes,
+            max_subscribers=app.settings.max_subscribers_per_stream,
         )
         return sse_response(events, app.settings)
     assistant = start.assistant_message
@@ -253,7 +256,10 @@ async def resume_stream(
     if stream is not None:
         after = stream.position_of(last_event_id)
         events = stream_events(
-            stream, after=after, max_lag_bytes=app.settings.subscriber_queue_bytes
+            stream,
+            after=after,
+            max_lag_bytes=app.settings.subscriber_queue_bytes,
+            max_subscribers=app.settings.max_subscribers_per_stream,
         )
         return sse_response(events, app.settings)
     recent = await app.store.recent_messages(owner, conversation_id, limit=2)

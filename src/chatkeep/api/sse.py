@@ -8,7 +8,12 @@ import orjson
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from chatkeep.settings import Settings
-from chatkeep.streaming.reply_stream import ReplyStream, SlowConsumer, StreamEvent
+from chatkeep.streaming.reply_stream import (
+    ReplyStream,
+    SlowConsumer,
+    StreamEvent,
+    TooManySubscribers,
+)
 
 #: Milliseconds a browser's EventSource waits before reconnecting.
 RETRY_MS = 2000
@@ -37,15 +42,20 @@ def sse_response(events: AsyncIterator[StreamEvent], settings: Settings) -> Even
 
 
 async def stream_events(
-    stream: ReplyStream, *, after: int, max_lag_bytes: int
+    stream: ReplyStream, *, after: int, max_lag_bytes: int, max_subscribers: int
 ) -> AsyncIterator[StreamEvent]:
     """A subscriber's events; a reader too far behind gets an ``error`` event and is cut off."""
     try:
-        async for event in stream.subscribe(after=after, max_lag_bytes=max_lag_bytes):
+        async for event in stream.subscribe(
+            after=after, max_lag_bytes=max_lag_bytes, max_subscribers=max_subscribers
+        ):
             yield event
     except SlowConsumer as exc:
         payload = {"error": {"code": "slow_consumer", "message": str(exc)}}
         yield StreamEvent("error", orjson.dumps(payload), exc.last_event_id)
+    except TooManySubscribers as exc:
+        payload = {"error": {"code": "too_many_subscribers", "message": str(exc)}}
+        yield StreamEvent("error", orjson.dumps(payload), stream.event_id(max(after, 0)))
 
 
 async def replayed_events(

@@ -32,6 +32,10 @@ class StreamEvent:
     id: str
 
 
+class TooManySubscribers(Exception):
+    """The stream already has as many readers as it allows."""
+
+
 class ReplyTooLong(Exception):
     """The reply grew past the stream's ``max_bytes``."""
 
@@ -138,9 +142,20 @@ class ReplyStream:
         return min(int(index), len(self._parts))
 
     async def subscribe(
-        self, *, after: int = -1, max_lag_bytes: int | None = None
+        self,
+        *,
+        after: int = -1,
+        max_lag_bytes: int | None = None,
+        max_subscribers: int | None = None,
     ) -> AsyncIterator[StreamEvent]:
-        """Yield the events after index ``after``, live, until the final one."""
+        """Yield the events after index ``after``, live, until the final one.
+
+        Raises `TooManySubscribers` when ``max_subscribers`` readers are already on.
+        """
+        if max_subscribers is not None and self.subscribers >= max_subscribers:
+            raise TooManySubscribers(
+                f"this reply already has {self.subscribers} readers (limit {max_subscribers})"
+            )
         self.subscribers += 1
         try:
             position = after
