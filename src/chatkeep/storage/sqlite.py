@@ -333,10 +333,7 @@ class SQLiteStore(Store):
                 created_at=now,
                 client_message_id=client_message_id,
             )
-            conn.execute(
-                f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ({_PLACEHOLDERS})",
-                message_values(message),
-            )
+            _insert_message(conn, message)
             conn.execute(
                 "UPDATE conversations SET message_count = message_count + 1, "
                 "last_activity = ?, updated_at = ?, open_reply_to = ? WHERE id = ?",
@@ -402,6 +399,13 @@ class SQLiteStore(Store):
 _PLACEHOLDERS = ", ".join("?" * len(MESSAGE_COLUMNS.split(",")))
 
 
+def _insert_message(conn: sqlite3.Connection, message: Message) -> None:
+    conn.execute(
+        f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ({_PLACEHOLDERS})",
+        message_values(message),
+    )
+
+
 def _load_conversation(
     conn: sqlite3.Connection, owner_id: str, conversation_id: str
 ) -> Conversation:
@@ -462,10 +466,7 @@ def _close_reply(
         reason=reason,
         usage=usage,
     )
-    conn.execute(
-        f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ({_PLACEHOLDERS})",
-        message_values(message),
-    )
+    _insert_message(conn, message)
     conn.execute(
         "UPDATE conversations SET message_count = message_count + 1, last_activity = ?, "
         "updated_at = ?, open_reply_to = NULL, prompt_tokens = prompt_tokens + ?, "
