@@ -25,7 +25,11 @@ class RelayResponse(Response):
         media_type: str,
         on_close: Callable[[], Awaitable[None]],
     ) -> None:
-        super().__init__(status_code=status_code, media_type=media_type)
+        # Not Response.__init__: given no body it would declare "content-length: 0".
+        self.status_code = status_code
+        self.media_type = media_type
+        self.background = None
+        self.init_headers()
         self.chunks = chunks
         self._on_close = on_close
         self._closed = False

@@ -76,8 +76,13 @@ def create_session(config: ModelConfig) -> aiohttp.ClientSession:
         keepalive_timeout=KEEPALIVE_SECONDS,
     )
     # trust_env=False: proxies come from configuration, not from whoever starts the server.
+    # No cookie jar: one backend session serves every user, so nothing may be remembered
+    # between requests (and skipping the jar saves work on every request).
     return aiohttp.ClientSession(
-        connector=connector, timeout=client_timeout(config), trust_env=False
+        connector=connector,
+        timeout=client_timeout(config),
+        trust_env=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
     )
 
 
