@@ -15,12 +15,15 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from chatkeep import __version__
 from chatkeep.api import admin, compat, conversations, health
 from chatkeep.api.body_limit import BodyLimitMiddleware
 from chatkeep.api.context import AppState
 from chatkeep.api.errors import install_error_handlers
+from chatkeep.api.fast_path import FastPathApp, fast_endpoint
 from chatkeep.api.metrics import Metrics, MetricsMiddleware, metrics_endpoint
 from chatkeep.cache.job_queue import BoundedJobQueue
 from chatkeep.cache.working_set import WorkingSet
@@ -161,7 +164,7 @@ def create_app(
             await the_providers.aclose()
             await the_store.close()
 
-    app = FastAPI(
+    app = FastPathApp(
         title="chatkeep",
         version=__version__,
         summary="Durable conversations for LLM applications, in bounded memory.",
@@ -171,7 +174,16 @@ def create_app(
     install_error_handlers(app)
     app.include_router(conversations.router)
     app.include_router(admin.router)
-    app.add_route("/v1/chat/completions", compat.chat_completions, methods=["POST"])
+    # The hot path skips FastAPI's stack but keeps the body limit and the metrics.
+    hot: ASGIApp = fast_endpoint(compat.chat_completions)
+    hot = BodyLimitMiddleware(hot, max_bytes=settings.max_body_bytes)
+    hot = MetricsMiddleware(hot, metrics=metrics, on_request=watch.sampler.record_request)
+    app.fast_routes = {
+        ("POST", "/v1/chat/completions"): (
+            Route("/v1/chat/completions", compat.chat_completions),
+            hot,
+        )
+    }
     app.add_route("/v1/models", compat.list_models, methods=["GET"])
     app.add_route("/healthz", health.healthz, methods=["GET"])
     app.add_route("/readyz", health.readyz, methods=["GET"])

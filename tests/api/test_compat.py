@@ -68,3 +68,21 @@ async def test_too_many_messages_is_422(make_client: ClientFactory) -> None:
         "/v1/chat/completions", json={"model": "echo", "messages": messages}
     )
     assert response.status_code == 422 and "limit is 3" in response.json()["error"]["message"]
+
+
+async def test_fast_path_keeps_body_limit_metrics_and_errors(make_client: ClientFactory) -> None:
+    client = await make_client(max_body_bytes=2048)
+    big = {"model": "echo", "messages": [{"role": "user", "content": "x" * 4096}]}
+    too_big = await client.post("/v1/chat/completions", json=big)
+    assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "payload_too_large"
+    ok = await client.post(
+        "/v1/chat/completions", json={"model": "echo", "messages": [{"role": "user"}]}
+    )
+    assert ok.status_code == 200
+    failing = await client.post(
+        "/v1/chat/completions", json={"model": "failing", "messages": [{"role": "user"}]}
+    )
+    assert failing.status_code == 502 and failing.json()["error"]["code"] == "provider_unavailable"
+    metrics = (await client.get("/metrics")).text
+    for status in ("200", "413", "502"):
+        assert f'method="POST",route="/v1/chat/completions",status="{status}"' in metrics

@@ -49,37 +49,44 @@ def describe_validation_errors(errors: Any) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+async def on_chatkeep_error(request: Request, exc: Exception) -> Response:
+    """A `ChatkeepError` as its JSON answer; server-side ones are logged (rate-limited)."""
+    assert isinstance(exc, ChatkeepError)
+    if exc.status_code >= 500:
+        # Same failure, same message: the repeat filter folds a flood into a few lines.
+        logger.warning(
+            "%s: %s",
+            exc.code,
+            truncate(exc.message, LOGGED_MESSAGE_CHARS),
+            extra={"path": request.url.path, "status": exc.status_code},
+        )
+    return chatkeep_error_response(exc)
+
+
+async def on_validation_error(request: Request, exc: Exception) -> Response:
+    """A body that failed validation: ``422`` naming each problem."""
+    assert isinstance(exc, RequestValidationError)
+    return error_response(422, "invalid_request", describe_validation_errors(exc.errors()))
+
+
+async def on_http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's HTTP errors (unknown route, wrong method, body too large) as JSON."""
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    message = exc.detail if isinstance(exc.detail, str) else code
+    if exc.status_code == 404 and message == "Not Found":
+        message = f"no route for {request.method} {request.url.path}"
+    return error_response(exc.status_code, code, message)
+
+
+async def on_unexpected_error(request: Request, exc: Exception) -> Response:
+    """A bug: logged with its traceback, answered without one."""
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal", "internal server error")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map chatkeep, validation, HTTP and unexpected errors to JSON answers."""
-
-    async def on_chatkeep_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ChatkeepError)
-        if exc.status_code >= 500:
-            # Same failure, same message: the repeat filter folds a flood into a few lines.
-            logger.warning(
-                "%s: %s",
-                exc.code,
-                truncate(exc.message, LOGGED_MESSAGE_CHARS),
-                extra={"path": request.url.path, "status": exc.status_code},
-            )
-        return chatkeep_error_response(exc)
-
-    async def on_validation_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestValidationError)
-        return error_response(422, "invalid_request", describe_validation_errors(exc.errors()))
-
-    async def on_http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        code = _HTTP_CODES.get(exc.status_code, "http_error")
-        message = exc.detail if isinstance(exc.detail, str) else code
-        if exc.status_code == 404 and message == "Not Found":
-            message = f"no route for {request.method} {request.url.path}"
-        return error_response(exc.status_code, code, message)
-
-    async def on_unexpected_error(request: Request, exc: Exception) -> Response:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal", "internal server error")
-
     app.add_exception_handler(ChatkeepError, on_chatkeep_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(HTTPException, on_http_error)
