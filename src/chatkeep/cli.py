@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -10,16 +12,20 @@ import typer
 import uvicorn
 
 from chatkeep.api.admin import is_loopback
-from chatkeep.fakellm.cli import register as register_fake_llm
 from chatkeep.logs import configure_logging
 from chatkeep.settings import load_settings
-from chatkeep.soak.cli import register as register_soak
 
 app = typer.Typer(
     help="chatkeep: durable conversations for LLM applications, in bounded memory.",
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+@app.callback()
+def chatkeep() -> None:
+    """Durable conversations for LLM applications, in bounded memory."""
+    # A callback keeps `serve` a subcommand even when it is the only one registered.
 
 
 @app.command()
@@ -50,6 +56,7 @@ def serve(
         raise typer.Exit(code=2)
     configure_logging(settings)
     application = create_app(settings)
+    _tune_garbage_collector(settings.gc_threshold)
     logging.getLogger("chatkeep").info(
         "storage=%s data_dir=%s models=%s",
         settings.storage,
@@ -70,10 +77,33 @@ def serve(
     )
 
 
-register_fake_llm(app)
-register_soak(app)
+def _tune_garbage_collector(threshold: int) -> None:
+    """Freeze what startup built and collect the young generation less often.
+
+    Everything alive now (modules, classes, the app) lives as long as the process; frozen,
+    full collections no longer walk it. Done here rather than in the app's lifespan because
+    freezing is process-wide: an app embedded in another process must not do it.
+    """
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(threshold, middle, old)
 
 
-def main() -> None:
+def register_tools(cli: typer.Typer) -> None:
+    """Add the ``fake-llm`` and ``soak`` commands."""
+    from chatkeep.fakellm.cli import register as register_fake_llm
+    from chatkeep.soak.cli import register as register_soak
+
+    register_fake_llm(cli)
+    register_soak(cli)
+
+
+def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``chatkeep`` console script."""
-    app()
+    args = sys.argv[1:] if argv is None else argv
+    # A server lives for weeks: it does not import the load generator and fake backend
+    # (and what they pull in) just to list them in --help.
+    if args[:1] != ["serve"]:
+        register_tools(app)
+    app(args)

@@ -228,7 +228,7 @@ class ConversationService:
                 conversation.owner_id,
                 conversation.id,
                 reply_to=user_message.id,
-                content=stream.text,
+                content=stream.seal(),
                 status=status,
                 reason=reason,
                 usage=usage,

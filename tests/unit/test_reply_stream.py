@@ -115,7 +115,7 @@ async def test_buffer_bound_cuts_the_reply() -> None:
     stream.append("0123456789")
     with pytest.raises(ReplyTooLong):
         stream.append("é")
-    assert stream.nbytes == 10
+    assert stream.text_bytes == 10 and stream.text == "0123456789"
 
 
 async def test_wait_finished_returns_result() -> None:
@@ -159,9 +159,11 @@ def test_registry_reclaim_drops_finished_streams_only() -> None:
         stream.finish("done", {})
         registry.mark_finished(stream)
         finished.append(stream)
-    assert registry.nbytes() == 500
+    total = registry.nbytes()
+    assert total >= 500
     freed = registry.reclaim(0.3)
-    assert 150 <= freed <= 200
+    one = finished[0].nbytes
+    assert 0.3 * total <= freed <= 0.3 * total + one  # a bounded share, not everything
     assert registry.get("o", "run") is running
     assert registry.get("o", "f0") is None and registry.get("o", "f3") is finished[3]
 

@@ -9,16 +9,17 @@ Sessions open lazily on first use, inside the running loop; `aclose` closes each
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from chatkeep.domain.tokens import TokenEstimator
 from chatkeep.errors import UnknownModel
 from chatkeep.providers.base import Provider
 from chatkeep.providers.echo import EchoProvider
-from chatkeep.providers.http import BackendSession, backend_origin
-from chatkeep.providers.ollama import OllamaProvider
-from chatkeep.providers.openai import OpenAIProvider
 from chatkeep.providers.tokenizers import estimator_for
 from chatkeep.settings import ModelConfig, Settings
+
+if TYPE_CHECKING:
+    from chatkeep.providers.http import BackendSession
 
 #: How many names an `UnknownModel` message lists before "...".
 _LISTED_NAMES = 20
@@ -34,30 +35,35 @@ class ProviderRegistry:
         self._closed = False
         self._estimators: dict[str, TokenEstimator] = {}
 
+        echo = EchoProvider(echo_delay_ms)
+        http_models = {n: c for n, c in self._models.items() if c.provider != "echo"}
+        self._providers = {n: echo for n, c in self._models.items() if c.provider == "echo"}
+        if http_models:
+            self._add_http_providers(http_models)
+
+    def _add_http_providers(self, models: dict[str, ModelConfig]) -> None:
+        # Imported only here: the HTTP client stack costs megabytes of resident memory
+        # that an echo-only server never uses.
+        from chatkeep.providers.http import BackendSession, backend_origin
+        from chatkeep.providers.ollama import OllamaProvider
+        from chatkeep.providers.openai import OpenAIProvider
+
         by_origin: dict[str, list[ModelConfig]] = {}
-        for name, config in self._models.items():
-            if config.provider == "echo":
-                continue
+        origins: dict[str, str] = {}
+        for name, config in models.items():
             if not config.url:
                 raise ValueError(f"model {name!r}: a {config.provider} model needs a url")
             try:
-                origin = backend_origin(config.url)
+                origins[name] = backend_origin(config.url)
             except ValueError as exc:
                 raise ValueError(f"model {name!r}: {exc}") from None
-            by_origin.setdefault(origin, []).append(config)
+            by_origin.setdefault(origins[name], []).append(config)
         self._sessions = {
             origin: BackendSession.shared_by(configs) for origin, configs in by_origin.items()
         }
-
-        echo = EchoProvider(echo_delay_ms)
-        for name, config in self._models.items():
-            if config.provider == "echo":
-                self._providers[name] = echo
-                continue
-            assert config.url is not None  # checked above
-            session = self._sessions[backend_origin(config.url)]
+        for name, config in models.items():
             provider_class = OllamaProvider if config.provider == "ollama" else OpenAIProvider
-            self._providers[name] = provider_class(config, session)
+            self._providers[name] = provider_class(config, self._sessions[origins[name]])
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ProviderRegistry:
@@ -91,7 +97,11 @@ class ProviderRegistry:
     def session_for(self, name: str) -> BackendSession | None:
         """The shared backend session of a model (None for echo)."""
         _, config = self.get(name)
-        return self._sessions[backend_origin(config.url)] if config.url else None
+        if not config.url:
+            return None
+        from chatkeep.providers.http import backend_origin
+
+        return self._sessions[backend_origin(config.url)]
 
     @property
     def sessions(self) -> list[BackendSession]:

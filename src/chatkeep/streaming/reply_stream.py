@@ -16,11 +16,17 @@ Events are numbered: 0 is ``message`` (the committed user message), 1…n are
 from __future__ import annotations
 
 import asyncio
+from array import array
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
+#: Bytes one piece costs while a reply runs: a str object and its list slot.
+PIECE_OVERHEAD = 64
+#: Bytes of a stream beyond its text: the object, its events, the final payload's record.
+STREAM_OVERHEAD = 2048
 
 
 @dataclass(slots=True, frozen=True)
@@ -67,10 +73,14 @@ class ReplyStream:
         self._message_event = message_event
         self._max_bytes = max_bytes
         self._clock = clock
-        # _parts[k] is the text of delta k; _ends[k] the UTF-8 bytes through delta k.
+        # While running, _parts[k] is the text of delta k. Sealed, the parts are joined
+        # into _text once (shared with the committed message) and dropped.
+        # _ends[k] / _char_ends[k]: UTF-8 bytes / characters through delta k.
         self._parts: list[str] = [""]
-        self._ends: list[int] = [0]
-        self._final: tuple[str, bytes] | None = None
+        self._text: str | None = None
+        self._ends = array("q", [0])
+        self._char_ends = array("q", [0])
+        self._final: tuple[str, Any] | None = None
         self._changed = asyncio.Event()
         self.subscribers = 0
         self.started_at = self.last_activity = clock()
@@ -82,12 +92,33 @@ class ReplyStream:
     @property
     def text(self) -> str:
         """Everything generated so far."""
-        return "".join(self._parts)
+        return self._text if self._text is not None else "".join(self._parts)
+
+    def seal(self) -> str:
+        """End the text: join it once, keep that one string, and return it.
+
+        The caller commits this very string, so the retained stream and the committed
+        message share it instead of holding two copies.
+        """
+        if self._text is None:
+            self._text = "".join(self._parts)
+            self._parts = []
+        return self._text
+
+    @property
+    def text_bytes(self) -> int:
+        """UTF-8 bytes of the reply text so far (what the buffer bound counts)."""
+        return self._ends[-1]
 
     @property
     def nbytes(self) -> int:
-        """Bytes of reply text held (the replay buffer)."""
-        return self._ends[-1]
+        """Estimated bytes the stream holds: its text, per-piece bookkeeping, the rest."""
+        return (
+            self._ends[-1]
+            + PIECE_OVERHEAD * len(self._parts)
+            + 16 * len(self._ends)
+            + (STREAM_OVERHEAD)
+        )
 
     @property
     def finished(self) -> bool:
@@ -95,7 +126,7 @@ class ReplyStream:
 
     def append(self, piece: str) -> None:
         """Publish a piece of the reply."""
-        if self._final is not None:
+        if self._final is not None or self._text is not None:
             raise RuntimeError("stream already finished")
         if not piece:
             return
@@ -106,6 +137,7 @@ class ReplyStream:
             )
         self._parts.append(piece)
         self._ends.append(end)
+        self._char_ends.append(self._char_ends[-1] + len(piece))
         self.last_activity = self._clock()
         self._notify()
 
@@ -113,7 +145,10 @@ class ReplyStream:
         """Publish the final event (``done`` or ``error``); later calls are ignored."""
         if self._final is not None:
             return
-        self._final = (event, orjson.dumps(payload))
+        self.seal()
+        # Kept as given and encoded per reader: resuming after the end is rare, and the
+        # payload shares its text with the committed message.
+        self._final = (event, payload)
         self.result = result
         self.finished_at = self._clock()
         self._notify()
@@ -129,6 +164,12 @@ class ReplyStream:
         self._changed.set()
         self._changed = asyncio.Event()
 
+    def _slice(self, after: int, through: int) -> str:
+        """The text of deltas ``after + 1`` … ``through``."""
+        if self._text is None:
+            return "".join(self._parts[after + 1 : through + 1])
+        return self._text[self._char_ends[after] : self._char_ends[through]]
+
     def event_id(self, index: int) -> str:
         return f"{self.reply_id}:{index}"
 
@@ -139,7 +180,7 @@ class ReplyStream:
         reply_id, _, index = last_event_id.rpartition(":")
         if reply_id != self.reply_id or not index.isdigit():
             return -1
-        return min(int(index), len(self._parts))
+        return min(int(index), len(self._ends))
 
     async def subscribe(
         self,
@@ -163,7 +204,7 @@ class ReplyStream:
                 yield StreamEvent("message", self._message_event, self.event_id(0))
                 position = 0
             while True:
-                head = len(self._parts) - 1
+                head = len(self._ends) - 1
                 if position < head:
                     lag = self._ends[head] - self._ends[position]
                     if max_lag_bytes is not None and lag > max_lag_bytes:
@@ -172,13 +213,13 @@ class ReplyStream:
                             f"resume with Last-Event-ID {self.event_id(position)}",
                             self.event_id(position),
                         )
-                    text = "".join(self._parts[position + 1 : head + 1])
+                    text = self._slice(position, head)
                     position = head
                     yield StreamEvent("delta", orjson.dumps({"text": text}), self.event_id(head))
                     continue
                 if self._final is not None:
-                    event, data = self._final
-                    yield StreamEvent(event, data, self.event_id(head + 1))
+                    event, payload = self._final
+                    yield StreamEvent(event, orjson.dumps(payload), self.event_id(head + 1))
                     return
                 await self._changed.wait()
         finally:
