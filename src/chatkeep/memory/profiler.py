@@ -9,6 +9,7 @@ process-wide state), and stops afterwards unless something else had started it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import time
 import tracemalloc
@@ -80,6 +81,8 @@ class MemoryProfiler:
             snapshot_seconds = self._clock() - began
             await self._sleep(seconds)
             second_began = self._clock()
+            # Garbage waiting for the cycle collector is not growth: collect it first.
+            gc.collect()
             second = tracemalloc.take_snapshot()
             snapshot_seconds += self._clock() - second_began
             # Measured before stopping: stopping frees the traces and their cost with them.
