@@ -451,3 +451,31 @@ def test_bad_thresholds_are_refused(kwargs: dict[str, float]) -> None:
 def test_bad_governor_options_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         make(**kwargs)
+
+
+def test_a_cache_filling_to_its_bound_is_not_a_leak() -> None:
+    """RSS rises with a registered cache's bytes: the verdict (on the rest) stays stable."""
+    from chatkeep.memory.sampler import MemoryReading, MemorySampler
+
+    class FillingCache:
+        name = "filling"
+        held = 0
+
+        def nbytes(self) -> int:
+            return self.held
+
+        def reclaim(self, fraction: float) -> int:
+            return 0
+
+    cache = FillingCache()
+    base = 50_000_000
+    sampler = MemorySampler(read=lambda want_uss: MemoryReading(base + cache.held), window=512)
+    governor = MemoryGovernor(10**10, sampler, malloc_trim=None)
+    governor.register(cache)
+    for n in range(400):
+        cache.held = n * 4096  # grows 4 KiB a request, as a leak would
+        for _ in range(10):
+            sampler.record_request()
+        sampler.sample()
+    assert governor.rss_trend().verdict == "growing"
+    assert governor.trend().verdict == "stable"

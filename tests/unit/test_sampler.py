@@ -260,7 +260,19 @@ def test_series_feeds_the_trend_analysis() -> None:
         "requests": 1,
         "rss": first.rss,
         "uss": first.uss,
+        "accounted": 0,
     }
+
+
+def test_samples_carry_what_bounded_structures_hold() -> None:
+    sampler, *_ = make_sampler()
+    held = [1000]
+    sampler.accounting = lambda: held[0]
+    first = sampler.sample()
+    held[0] = 5000
+    second = sampler.sample()
+    assert (first.accounted, second.accounted) == (1000, 5000)
+    assert series([first, second], unaccounted=True)[1] == [first.rss - 1000, second.rss - 5000]
 
 
 def test_process_reader_reads_this_process() -> None:

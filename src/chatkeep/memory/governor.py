@@ -23,6 +23,7 @@ tests step the state machine with synthetic samples and no real gigabytes.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import time
@@ -138,6 +139,7 @@ class MemoryGovernor:
         self._gc_allowed_at = float("-inf")
         self._evict_allowed_at = float("-inf")
         self._trend_cache: tuple[tuple[int, float], TrendResult] | None = None
+        sampler.accounting = self.accounted_bytes
         sampler.subscribe(self.evaluate)
 
     # -- state ---------------------------------------------------------------------------
@@ -290,13 +292,30 @@ class MemoryGovernor:
 
     # -- reporting -----------------------------------------------------------------------
 
+    def accounted_bytes(self) -> int:
+        """Bytes the registered structures say they hold (each bounded by its own limit)."""
+        total = 0
+        for structure in self._structures.values():
+            with contextlib.suppress(Exception):  # a failing structure is reported elsewhere
+                total += int(structure.nbytes())
+        return total
+
     def trend(self) -> TrendResult:
-        """The leak verdict over the sampler's window (cached until a new sample arrives)."""
+        """The leak verdict over the sampler's window (cached until a new sample arrives).
+
+        Judged on RSS less what the registered bounded structures hold: a cache filling
+        up to its bound is memory growing on purpose, not a leak. `rss_trend` is the
+        verdict on RSS alone.
+        """
         samples = self.sampler.samples
         key = (len(samples), samples[-1].time if samples else 0.0)
         if self._trend_cache is None or self._trend_cache[0] != key:
-            self._trend_cache = (key, analyze_trend(*series(samples)))
+            self._trend_cache = (key, analyze_trend(*series(samples, unaccounted=True)))
         return self._trend_cache[1]
+
+    def rss_trend(self) -> TrendResult:
+        """The trend of RSS itself, bounded structures included."""
+        return analyze_trend(*series(self.sampler.samples))
 
     def structures(self) -> list[dict[str, object]]:
         """The registered structures and the bytes each holds (``None`` if it failed)."""
@@ -324,6 +343,8 @@ class MemoryGovernor:
             "accepting_streams": self.accepting_streams,
             "thresholds": self.thresholds.as_dict(),
             "trend": self.trend().as_dict(),
+            "rss_trend": self.rss_trend().as_dict(),
+            "accounted_bytes": None if last is None else last.accounted,
             "actions": self.actions,
             "reclaimed_bytes": self._reclaimed_bytes,
             "gc_seconds": self._gc_seconds,

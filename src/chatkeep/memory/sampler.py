@@ -37,10 +37,23 @@ class MemorySample:
     rss: int
     uss: int | None
     """Only on the samples where USS was read."""
+    accounted: int = 0
+    """Bytes held at that moment by bounded structures that report their size."""
+
+    @property
+    def unaccounted(self) -> int:
+        """RSS less what the bounded structures hold: where a leak would show."""
+        return self.rss - self.accounted
 
     def as_dict(self) -> dict[str, object]:
         """A JSON-able view."""
-        return {"time": self.time, "requests": self.requests, "rss": self.rss, "uss": self.uss}
+        return {
+            "time": self.time,
+            "requests": self.requests,
+            "rss": self.rss,
+            "uss": self.uss,
+            "accounted": self.accounted,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +127,8 @@ class MemorySampler:
         self._last_uss: int | None = None
         self._wake = asyncio.Event()
         self._tasks: tuple[asyncio.Task[None], ...] = ()
+        #: Bytes held by bounded structures, read with each sample (the governor sets it).
+        self.accounting: Callable[[], int] | None = None
 
     @property
     def requests(self) -> int:
@@ -166,7 +181,8 @@ class MemorySampler:
         self._taken += 1
         if reading.uss is not None:
             self._last_uss = reading.uss
-        sample = MemorySample(self._clock(), self._requests, reading.rss, reading.uss)
+        accounted = self.accounting() if self.accounting is not None else 0
+        sample = MemorySample(self._clock(), self._requests, reading.rss, reading.uss, accounted)
         self._window.append(sample)
         self._next_sample_at = self._requests + self.every_requests
         for listener in self._listeners:
@@ -214,10 +230,12 @@ class MemorySampler:
             logger.exception("memory sample failed")
 
 
-def series(samples: Sequence[MemorySample]) -> tuple[list[int], list[int], list[float]]:
-    """Requests, RSS and times of ``samples``, ready for `analyze_trend`."""
+def series(
+    samples: Sequence[MemorySample], *, unaccounted: bool = False
+) -> tuple[list[int], list[int], list[float]]:
+    """Requests, RSS (or RSS less accounted bytes) and times, ready for `analyze_trend`."""
     return (
         [s.requests for s in samples],
-        [s.rss for s in samples],
+        [s.unaccounted if unaccounted else s.rss for s in samples],
         [s.time for s in samples],
     )
