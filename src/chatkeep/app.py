@@ -100,6 +100,7 @@ def create_app(
         queue=summary_queue,
         threshold_tokens=settings.summary_threshold_tokens,
         priority=settings.summary_priority,
+        max_tokens=settings.summary_max_tokens,
         on_summary=working_set.invalidate,
     )
     service = ConversationService(

@@ -121,6 +121,7 @@ class Settings(BaseSettings):
     summary_concurrency: int = Field(default=2, ge=1)
     summary_priority: int = Field(default=5, ge=0, le=9)
     summary_job_timeout_seconds: float = Field(default=120.0, gt=0)
+    summary_max_tokens: int = Field(default=512, ge=16)
 
     # Logging: message content is cut, repeated identical errors are rate-limited.
     log_content_chars: int = Field(default=200, ge=0)
@@ -137,6 +138,7 @@ class Settings(BaseSettings):
     memory_sample_interval_seconds: float = Field(default=5.0, gt=0)
     memory_sample_every_requests: int = Field(default=100, ge=0)
     memory_window_samples: int = Field(default=1024, ge=16)
+    memory_trend_warmup_requests: int = Field(default=1000, ge=0)
     memory_uss_every_samples: int = Field(default=12, ge=0)
     memory_tier_warn: float = Field(default=0.60, gt=0, lt=1)
     memory_tier_evict: float = Field(default=0.70, gt=0, lt=1)

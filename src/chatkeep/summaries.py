@@ -17,6 +17,7 @@ from collections.abc import Callable
 from chatkeep.cache.job_queue import BoundedJobQueue
 from chatkeep.domain.context import Context, message_tokens
 from chatkeep.domain.records import Conversation, Message
+from chatkeep.domain.tokens import cut_to_tokens
 from chatkeep.providers.base import ChatRequest
 from chatkeep.providers.registry import ProviderRegistry
 from chatkeep.storage.base import Store
@@ -45,6 +46,7 @@ class Summarizer:
         queue: BoundedJobQueue,
         threshold_tokens: int,
         priority: int,
+        max_tokens: int = 512,
         on_summary: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store
@@ -52,6 +54,7 @@ class Summarizer:
         self.queue = queue
         self.threshold_tokens = threshold_tokens
         self.priority = priority
+        self.max_tokens = max_tokens
         self.on_summary = on_summary
         self.made = 0
         self.below_threshold = 0
@@ -91,12 +94,16 @@ class Summarizer:
                 {"role": "system", "content": INSTRUCTION},
                 {"role": "user", "content": f"{previous}Conversation:\n{transcript}"},
             ],
+            options={"max_tokens": self.max_tokens},
         )
         completion = await provider.complete(request)
-        if not completion.text.strip():
+        # A model may ignore max_tokens; a summary that grew with every round would
+        # outgrow the context it is meant to save, so it is cut here too.
+        summary = cut_to_tokens(completion.text.strip(), self.max_tokens)
+        if not summary:
             return False
         await self.store.set_summary(
-            owner_id, conversation_id, summary=completion.text, through_seq=older[-1].seq
+            owner_id, conversation_id, summary=summary, through_seq=older[-1].seq
         )
         self.made += 1
         if self.on_summary is not None:

@@ -91,3 +91,24 @@ def test_estimator_is_pluggable() -> None:
     )
     assert context.tokens == 50 + MESSAGE_OVERHEAD_TOKENS
     assert estimate_tokens("") == 0 and estimate_tokens("abcd efgh") == 3
+
+
+def test_summary_never_takes_more_than_a_quarter_of_the_budget() -> None:
+    context = build_context(
+        system_prompt=None,
+        summary="word " * 5000,
+        newest_first=_messages("latest"),
+        budget_tokens=400,
+    )
+    summary_tokens = estimate_tokens(context.messages[0]["content"])
+    assert summary_tokens <= 100 + 10
+    assert context.messages[-1]["content"] == "latest"
+
+
+def test_cut_to_tokens_cuts_at_a_word() -> None:
+    from chatkeep.domain.tokens import cut_to_tokens
+
+    assert cut_to_tokens("short text", 100) == "short text"
+    cut = cut_to_tokens("alpha beta gamma delta " * 50, 20)
+    assert estimate_tokens(cut) <= 21 and cut.endswith(" …")
+    assert cut.startswith("alpha beta")

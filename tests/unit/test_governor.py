@@ -479,3 +479,18 @@ def test_a_cache_filling_to_its_bound_is_not_a_leak() -> None:
         sampler.sample()
     assert governor.rss_trend().verdict == "growing"
     assert governor.trend().verdict == "stable"
+
+
+def test_warm_up_requests_never_enter_the_verdict() -> None:
+    from chatkeep.memory.sampler import MemoryReading, MemorySampler
+
+    rss = [50_000_000]
+    sampler = MemorySampler(read=lambda want_uss: MemoryReading(rss[0]), window=512)
+    governor = MemoryGovernor(10**10, sampler, malloc_trim=None, trend_warmup_requests=2000)
+    for n in range(400):
+        if n < 200:
+            rss[0] += 40_000  # imports and allocator warming up: steep, then flat
+        for _ in range(10):
+            sampler.record_request()
+        sampler.sample()
+    assert governor.trend().verdict == "stable"

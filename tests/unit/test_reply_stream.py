@@ -203,3 +203,20 @@ async def test_subscriber_count_is_bounded() -> None:
     assert [e.event async for e in first] == ["done"]
     assert stream.subscribers == 0
     assert (await anext(stream.subscribe(max_subscribers=1).__aiter__())).event == "message"
+
+
+def test_kept_json_is_sized_to_fit() -> None:
+    import tracemalloc
+
+    import orjson
+
+    from chatkeep.serialize import compact
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [compact(orjson.dumps({"n": n})) for n in range(200)]
+        per_item = (tracemalloc.get_traced_memory()[0] - before) / len(kept)
+    finally:
+        tracemalloc.stop()
+    assert per_item < 200

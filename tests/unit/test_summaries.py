@@ -10,6 +10,7 @@ import pytest
 from chatkeep.cache.job_queue import BoundedJobQueue
 from chatkeep.domain.context import build_context
 from chatkeep.domain.records import Conversation
+from chatkeep.domain.tokens import estimate_tokens
 from chatkeep.providers.registry import ProviderRegistry
 from chatkeep.settings import ModelConfig
 from chatkeep.storage.memory import MemoryStore
@@ -108,4 +109,25 @@ async def test_full_queue_skips_and_counts_without_blocking(store: MemoryStore) 
     assert not summarizer.consider(first, await _context(store, first))  # already queued
     stats = queue.stats()
     assert stats["skipped_full"] == 1 and stats["skipped_duplicate"] == 1
+    await queue.stop()
+
+
+async def test_summaries_are_cut_to_their_token_limit(store: MemoryStore) -> None:
+    conversation = await _conversation_with_turns(store, 12)
+    queue = BoundedJobQueue(maxsize=4, concurrency=1)
+    providers = ProviderRegistry({"small": ModelConfig(provider="echo", context_tokens=128)})
+    summarizer = Summarizer(
+        store=store,
+        providers=providers,
+        queue=queue,
+        threshold_tokens=20,
+        priority=5,
+        max_tokens=16,
+    )
+    context = await _context(store, conversation)
+    assert await summarizer.summarize(
+        OWNER, conversation.id, "small", before_seq=context.oldest_seq
+    )
+    stored = await store.get_conversation(OWNER, conversation.id)
+    assert stored.summary is not None and estimate_tokens(stored.summary) <= 17
     await queue.stop()

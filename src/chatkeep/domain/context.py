@@ -17,6 +17,7 @@ from chatkeep.domain.tokens import (
     MESSAGE_OVERHEAD_TOKENS,
     TokenEstimator,
     content_tokens,
+    cut_to_tokens,
     estimate_tokens,
 )
 
@@ -61,6 +62,8 @@ def build_context(
         head.append({"role": "system", "content": system_prompt})
         used += message_tokens(system_prompt, estimator)
     if summary:
+        # A summary never takes more than a quarter of the budget, whatever was stored.
+        summary = cut_to_tokens(summary, max(budget_tokens // 4, 1), estimator)
         text = f"Summary of the earlier conversation: {summary}"
         head.append({"role": "system", "content": text})
         used += message_tokens(text, estimator)

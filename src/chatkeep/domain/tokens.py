@@ -38,3 +38,15 @@ def content_tokens(message: Message, estimator: TokenEstimator = estimate_tokens
     if message.cached_tokens < 0:
         message.cached_tokens = estimate_tokens(message.content)
     return message.cached_tokens
+
+
+def cut_to_tokens(text: str, max_tokens: int, estimator: TokenEstimator = estimate_tokens) -> str:
+    """``text`` cut at a word boundary so that it counts at most ``max_tokens``."""
+    if estimator(text) <= max_tokens:
+        return text
+    # The heuristic counts about four characters a token: start there, shrink until it fits.
+    cut = text[: max_tokens * 4]
+    while cut and estimator(cut) > max_tokens:
+        cut = cut[: int(len(cut) * 0.9)]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > len(cut) // 2 else cut).rstrip() + " …"

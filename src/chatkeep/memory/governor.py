@@ -110,6 +110,7 @@ class MemoryGovernor:
         evict_interval_seconds: float = 2.0,
         gc_time_share: float = 0.02,
         retry_after_seconds: float = 5.0,
+        trend_warmup_requests: int = 0,
         clock: Callable[[], float] = time.monotonic,
         gc_collect: Callable[[], object] = gc.collect,
         malloc_trim: MallocTrim | Literal["auto"] | None = "auto",
@@ -127,6 +128,7 @@ class MemoryGovernor:
         self.evict_interval_seconds = evict_interval_seconds
         self.gc_time_share = gc_time_share
         self.retry_after_seconds = retry_after_seconds
+        self.trend_warmup_requests = trend_warmup_requests
         self._clock = clock
         self._gc_collect = gc_collect
         self._malloc_trim = load_malloc_trim() if malloc_trim == "auto" else malloc_trim
@@ -307,7 +309,7 @@ class MemoryGovernor:
         up to its bound is memory growing on purpose, not a leak. `rss_trend` is the
         verdict on RSS alone.
         """
-        samples = self.sampler.samples
+        samples = self._settled_samples()
         key = (len(samples), samples[-1].time if samples else 0.0)
         if self._trend_cache is None or self._trend_cache[0] != key:
             self._trend_cache = (key, analyze_trend(*series(samples, unaccounted=True)))
@@ -315,7 +317,12 @@ class MemoryGovernor:
 
     def rss_trend(self) -> TrendResult:
         """The trend of RSS itself, bounded structures included."""
-        return analyze_trend(*series(self.sampler.samples))
+        return analyze_trend(*series(self._settled_samples()))
+
+    def _settled_samples(self) -> list[MemorySample]:
+        # The first requests of a process warm its allocator and imports up; they say
+        # nothing about leaks, so they never enter the verdict.
+        return [s for s in self.sampler.samples if s.requests >= self.trend_warmup_requests]
 
     def structures(self) -> list[dict[str, object]]:
         """The registered structures and the bytes each holds (``None`` if it failed)."""

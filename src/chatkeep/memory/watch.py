@@ -42,6 +42,7 @@ def build_memory_watch(settings: Settings) -> MemoryWatch:
         evict_interval_seconds=settings.memory_evict_interval_seconds,
         gc_time_share=settings.memory_gc_time_share,
         retry_after_seconds=settings.memory_retry_after_seconds,
+        trend_warmup_requests=settings.memory_trend_warmup_requests,
         malloc_trim="auto" if settings.memory_malloc_trim else None,
     )
     profiler = MemoryProfiler(
