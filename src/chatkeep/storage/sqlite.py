@@ -39,9 +39,15 @@ from chatkeep.storage.sqlite_rows import (
     MESSAGE_COLUMNS,
     conversation_from_row,
     message_from_row,
-    message_values,
 )
 from chatkeep.storage.sqlite_schema import migrate
+from chatkeep.storage.sqlite_statements import (
+    close_reply,
+    find_replay,
+    insert_message,
+    load_conversation,
+    require_conversation,
+)
 from chatkeep.storage.sqlite_thread import ThreadedConnection
 
 DATABASE_FILE = "chatkeep.sqlite3"
@@ -164,7 +170,7 @@ class SQLiteStore(Store):
 
     async def get_conversation(self, owner_id: str, conversation_id: str) -> Conversation:
         conversation: Conversation = await self._read(
-            lambda conn: _load_conversation(conn, owner_id, conversation_id)
+            lambda conn: load_conversation(conn, owner_id, conversation_id)
         )
         return conversation
 
@@ -215,14 +221,14 @@ class SQLiteStore(Store):
             changes["metadata"] = orjson.dumps(metadata).decode()
 
         def update(conn: sqlite3.Connection) -> Conversation:
-            _load_conversation(conn, owner_id, conversation_id)
+            load_conversation(conn, owner_id, conversation_id)
             changes["updated_at"] = time.time()
             assignments = ", ".join(f"{column} = ?" for column in changes)
             conn.execute(
                 f"UPDATE conversations SET {assignments} WHERE id = ? AND owner_id = ?",
                 [*changes.values(), conversation_id, owner_id],
             )
-            return _load_conversation(conn, owner_id, conversation_id)
+            return load_conversation(conn, owner_id, conversation_id)
 
         updated: Conversation = await self._committer.write(update)
         return updated
@@ -252,7 +258,7 @@ class SQLiteStore(Store):
         backwards = before is not None and after is None
 
         def select(conn: sqlite3.Connection) -> list[Any]:
-            _require_conversation(conn, owner_id, conversation_id)
+            require_conversation(conn, owner_id, conversation_id)
             where = ["conversation_id = ?"]
             params: list[Any] = [conversation_id]
             if after is not None:
@@ -283,7 +289,7 @@ class SQLiteStore(Store):
         self, owner_id: str, conversation_id: str, *, limit: int, before: int | None = None
     ) -> list[Message]:
         def select(conn: sqlite3.Connection) -> list[Any]:
-            _require_conversation(conn, owner_id, conversation_id)
+            require_conversation(conn, owner_id, conversation_id)
             return conn.execute(
                 f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? "
                 "AND seq < ? ORDER BY seq DESC LIMIT ?",
@@ -297,8 +303,8 @@ class SQLiteStore(Store):
         self, owner_id: str, conversation_id: str, client_message_id: str
     ) -> ReplyStart | None:
         def find(conn: sqlite3.Connection) -> ReplyStart | None:
-            conversation = _load_conversation(conn, owner_id, conversation_id)
-            return _replay(conn, conversation, client_message_id)
+            conversation = load_conversation(conn, owner_id, conversation_id)
+            return find_replay(conn, conversation, client_message_id)
 
         found: ReplyStart | None = await self._read(find)
         return found
@@ -312,9 +318,9 @@ class SQLiteStore(Store):
         client_message_id: str | None,
     ) -> ReplyStart:
         def begin(conn: sqlite3.Connection) -> ReplyStart:
-            conversation = _load_conversation(conn, owner_id, conversation_id)
+            conversation = load_conversation(conn, owner_id, conversation_id)
             if client_message_id is not None:
-                replay = _replay(conn, conversation, client_message_id)
+                replay = find_replay(conn, conversation, client_message_id)
                 if replay is not None:
                     return replay
             if conversation.open_reply_to is not None:
@@ -333,7 +339,7 @@ class SQLiteStore(Store):
                 created_at=now,
                 client_message_id=client_message_id,
             )
-            _insert_message(conn, message)
+            insert_message(conn, message)
             conn.execute(
                 "UPDATE conversations SET message_count = message_count + 1, "
                 "last_activity = ?, updated_at = ?, open_reply_to = ? WHERE id = ?",
@@ -359,10 +365,10 @@ class SQLiteStore(Store):
         usage: Usage | None = None,
     ) -> Message:
         def finish(conn: sqlite3.Connection) -> Message:
-            conversation = _load_conversation(conn, owner_id, conversation_id)
+            conversation = load_conversation(conn, owner_id, conversation_id)
             if conversation.open_reply_to != reply_to:
                 raise StorageError(f"no reply to {reply_to} is open in {conversation_id}")
-            return _close_reply(conn, conversation, content, status, reason, usage)
+            return close_reply(conn, conversation, content, status, reason, usage)
 
         message: Message = await self._committer.write(finish)
         return message
@@ -385,7 +391,7 @@ class SQLiteStore(Store):
                 f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE open_reply_to IS NOT NULL"
             ).fetchall()
             for row in rows:
-                _close_reply(conn, conversation_from_row(row), "", "incomplete", reason, None)
+                close_reply(conn, conversation_from_row(row), "", "incomplete", reason, None)
             return len(rows)
 
         recovered: int = await self._committer.write(recover)
@@ -394,89 +400,3 @@ class SQLiteStore(Store):
     async def integrity_check(self) -> str:
         rows = await self._read(lambda conn: conn.execute("PRAGMA integrity_check").fetchall())
         return "\n".join(str(row[0]) for row in rows)
-
-
-_PLACEHOLDERS = ", ".join("?" * len(MESSAGE_COLUMNS.split(",")))
-
-
-def _insert_message(conn: sqlite3.Connection, message: Message) -> None:
-    conn.execute(
-        f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ({_PLACEHOLDERS})",
-        message_values(message),
-    )
-
-
-def _load_conversation(
-    conn: sqlite3.Connection, owner_id: str, conversation_id: str
-) -> Conversation:
-    row = conn.execute(
-        f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ? AND owner_id = ?",
-        (conversation_id, owner_id),
-    ).fetchone()
-    if row is None:
-        raise NotFound(f"conversation {conversation_id} not found")
-    return conversation_from_row(row)
-
-
-def _require_conversation(conn: sqlite3.Connection, owner_id: str, conversation_id: str) -> None:
-    row = conn.execute(
-        "SELECT 1 FROM conversations WHERE id = ? AND owner_id = ?", (conversation_id, owner_id)
-    ).fetchone()
-    if row is None:
-        raise NotFound(f"conversation {conversation_id} not found")
-
-
-def _replay(
-    conn: sqlite3.Connection, conversation: Conversation, client_message_id: str
-) -> ReplyStart | None:
-    row = conn.execute(
-        f"SELECT {MESSAGE_COLUMNS} FROM messages "
-        "WHERE conversation_id = ? AND client_message_id = ?",
-        (conversation.id, client_message_id),
-    ).fetchone()
-    if row is None:
-        return None
-    user_message = message_from_row(row)
-    reply = conn.execute(
-        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? AND reply_to = ?",
-        (conversation.id, user_message.id),
-    ).fetchone()
-    assistant = message_from_row(reply) if reply is not None else None
-    return ReplyStart(conversation, user_message, replayed=True, assistant_message=assistant)
-
-
-def _close_reply(
-    conn: sqlite3.Connection,
-    conversation: Conversation,
-    content: str,
-    status: MessageStatus,
-    reason: str | None,
-    usage: Usage | None,
-) -> Message:
-    now = time.time()
-    message = Message(
-        id=new_id("msg"),
-        conversation_id=conversation.id,
-        seq=conversation.message_count + 1,
-        role="assistant",
-        content=content,
-        status=status,
-        created_at=now,
-        reply_to=conversation.open_reply_to,
-        reason=reason,
-        usage=usage,
-    )
-    _insert_message(conn, message)
-    conn.execute(
-        "UPDATE conversations SET message_count = message_count + 1, last_activity = ?, "
-        "updated_at = ?, open_reply_to = NULL, prompt_tokens = prompt_tokens + ?, "
-        "completion_tokens = completion_tokens + ? WHERE id = ?",
-        (
-            now,
-            now,
-            usage.prompt_tokens if usage else 0,
-            usage.completion_tokens if usage else 0,
-            conversation.id,
-        ),
-    )
-    return message
