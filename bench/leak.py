@@ -47,12 +47,13 @@ from chatkeep.storage.sqlite import DATABASE_FILE
 from leak_workload import ChatWorkload, DriveResult
 from memory_clients import get_json, post_json, session
 from memory_server import (
-    RESULTS_DIR,
     RssSampler,
     Server,
     format_table,
+    load_previous,
     machine,
     mib,
+    result_key,
     revision,
     write_results,
 )
@@ -419,40 +420,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def load_previous() -> dict[str, Any]:
-    """Results of earlier runs, so a partial run keeps the other parts' numbers."""
-    try:
-        previous: dict[str, Any] = json.loads((RESULTS_DIR / "leak.json").read_text())
-        return previous
-    except (OSError, ValueError):
-        return {}
-
-
-def result_key(part: str, args: argparse.Namespace) -> str:
-    """Where a part's result goes in the JSON: ``part``, or ``part:label`` with ``--label``."""
-    return f"{part}:{args.label}" if args.label else part
-
-
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     """Run the chosen parts, print their tables and return the results."""
-    results = load_previous()
+    results = load_previous("leak.json")
     results["machine"] = machine()
     results["sampling"] = SAMPLING_ENV
     runs = []
     if args.stable:
         print(f"no leak: {args.requests} requests", flush=True)
         runs.append(await trend_run(0, args.requests, args))
-        results[result_key("stable", args)] = runs[-1]
+        results[result_key("stable", args.label)] = runs[-1]
     if args.leak:
         print(f"leak of {args.leak_bytes} B/request: {args.leak_requests} requests", flush=True)
         runs.append(await trend_run(args.leak_bytes, args.leak_requests, args))
-        results[result_key("leak", args)] = runs[-1]
+        results[result_key("leak", args.label)] = runs[-1]
     if runs:
         print(trend_table(runs), flush=True)
     if args.profile:
         began = time.monotonic()
         profile = await profiler_overhead(args)
-        results[result_key("profile", args)] = profile
+        results[result_key("profile", args.label)] = profile
         print(f"profiler overhead ({time.monotonic() - began:.0f} s)")
         print(profile_table(profile), flush=True)
     return results

@@ -53,13 +53,14 @@ from memory_clients import (
 )
 from memory_server import (
     MIB,
-    RESULTS_DIR,
     RssSampler,
     Server,
     format_table,
+    load_previous,
     machine,
     mib,
     raise_fd_limit,
+    result_key,
     revision,
     write_results,
 )
@@ -498,37 +499,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def load_previous() -> dict[str, Any]:
-    """Results of earlier runs, so a partial run keeps the other scenarios' numbers."""
-    path = RESULTS_DIR / "memory.json"
-    try:
-        previous: dict[str, Any] = json.loads(path.read_text())
-        return previous
-    except (OSError, ValueError):
-        return {}
-
-
-def result_key(scenario: str, args: argparse.Namespace) -> str:
-    """Where a scenario's result goes in the JSON: its name, or ``name:label``."""
-    return f"{scenario}:{args.label}" if args.label else scenario
-
-
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     """Run the chosen scenarios, print their tables and return the results."""
-    results = load_previous()
+    results = load_previous("memory.json")
     results["machine"] = machine()
     rev = revision()
     if args.working_set:
         runs = await scenario_working_set(args)
-        results[result_key("working_set", args)] = {"revision": rev, "runs": runs}
+        results[result_key("working_set", args.label)] = {"revision": rev, "runs": runs}
         print(working_set_table(runs), flush=True)
     if args.streams:
         streams = {"revision": rev, **await scenario_streams(args)}
-        results[result_key("streams", args)] = streams
+        results[result_key("streams", args.label)] = streams
         print(streams_table(streams), flush=True)
     if args.overload:
         overload = {"revision": rev, **await scenario_overload(args)}
-        results[result_key("overload", args)] = overload
+        results[result_key("overload", args.label)] = overload
         print(overload_table(overload), flush=True)
     return results
 

@@ -257,3 +257,17 @@ def machine() -> dict[str, Any]:
         "platform": sys.platform,
         **revision(),
     }
+
+
+def load_previous(file_name: str) -> dict[str, Any]:
+    """Results of earlier runs in ``file_name``, so a partial run keeps the other parts."""
+    try:
+        previous: dict[str, Any] = json.loads((RESULTS_DIR / file_name).read_text())
+        return previous
+    except (OSError, ValueError):
+        return {}
+
+
+def result_key(part: str, label: str | None) -> str:
+    """Where a part's result goes in the JSON: ``part``, or ``part:label``."""
+    return f"{part}:{label}" if label else part
