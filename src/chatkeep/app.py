@@ -175,16 +175,16 @@ def create_app(
     install_error_handlers(app)
     app.include_router(conversations.router)
     app.include_router(admin.router)
-    # The hot path skips FastAPI's stack but keeps the body limit and the metrics.
-    hot: ASGIApp = fast_endpoint(compat.chat_completions)
-    hot = BodyLimitMiddleware(hot, max_bytes=settings.max_body_bytes)
-    hot = MetricsMiddleware(hot, metrics=metrics, on_request=watch.sampler.record_request)
-    app.fast_routes = {
-        ("POST", "/v1/chat/completions"): (
-            Route("/v1/chat/completions", compat.chat_completions),
-            hot,
-        )
-    }
+    # The hot paths skip FastAPI's stack but keep the body limit and the metrics.
+    app.fast_routes = []
+    for path, endpoint in (
+        ("/v1/chat/completions", compat.chat_completions),
+        ("/api/conversations/{conversation_id}/messages", conversations.send_message_fast),
+    ):
+        hot: ASGIApp = fast_endpoint(endpoint)
+        hot = BodyLimitMiddleware(hot, max_bytes=settings.max_body_bytes)
+        hot = MetricsMiddleware(hot, metrics=metrics, on_request=watch.sampler.record_request)
+        app.fast_routes.append(("POST", Route(path, endpoint), hot))
     app.add_route("/v1/models", compat.list_models, methods=["GET"])
     app.add_route("/healthz", health.healthz, methods=["GET"])
     app.add_route("/readyz", health.readyz, methods=["GET"])

@@ -27,16 +27,21 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 class FastPathApp(FastAPI):
     """FastAPI, with some (method, path) pairs dispatched before its middleware stack."""
 
-    fast_routes: dict[tuple[str, str], tuple[Route, ASGIApp]]
+    fast_routes: list[tuple[str, Route, ASGIApp]]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            fast = self.fast_routes.get((scope["method"], scope["path"]))
-            if fast is not None:
+            for method, route, handler in self.fast_routes:
+                if scope["method"] != method:
+                    continue
+                match = route.path_regex.match(scope["path"])
+                if match is None:
+                    continue
                 # Set before anything runs, so even a body refused for its size is
                 # counted under the route's template.
-                scope["app"], scope["route"] = self, fast[0]
-                await fast[1](scope, receive, send)
+                scope["app"], scope["route"] = self, route
+                scope["path_params"] = match.groupdict()
+                await handler(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
 
