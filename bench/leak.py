@@ -49,10 +49,12 @@ from memory_clients import get_json, post_json, session
 from memory_server import (
     RssSampler,
     Server,
+    add_run_options,
     format_table,
     load_previous,
     machine,
     mib,
+    parse_env,
     result_key,
     revision,
     write_results,
@@ -405,16 +407,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile-seconds", type=float, default=10.0)
     parser.add_argument("--profile-rounds", type=int, default=3, help="profiled windows")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per run")
-    parser.add_argument(
-        "--env",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="extra server setting for every run, e.g. CHATKEEP_SUMMARY_QUEUE_SIZE=0",
-    )
-    parser.add_argument("--label", default="", help="store results under part:label")
+    add_run_options(parser, env_example="CHATKEEP_SUMMARY_QUEUE_SIZE=0")
     args = parser.parse_args(argv)
-    args.env = dict(item.split("=", 1) for item in args.env)
+    args.env = parse_env(args.env)
     if not (args.stable or args.leak or args.profile):
         args.stable = args.leak = args.profile = True
     return args

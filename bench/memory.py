@@ -55,10 +55,12 @@ from memory_server import (
     MIB,
     RssSampler,
     Server,
+    add_run_options,
     format_table,
     load_previous,
     machine,
     mib,
+    parse_env,
     raise_fd_limit,
     result_key,
     revision,
@@ -482,16 +484,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--burst-delay-ms", type=float, default=50.0)
     parser.add_argument("--bursts", type=int, default=3, help="bursts in a row (3)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per phase")
-    parser.add_argument(
-        "--env",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="extra server setting for every run, e.g. CHATKEEP_MAX_RETAINED_STREAMS=0",
-    )
-    parser.add_argument("--label", default="", help="store results under scenario:label")
+    add_run_options(parser, env_example="CHATKEEP_MAX_RETAINED_STREAMS=0")
     args = parser.parse_args(argv)
-    args.env = dict(item.split("=", 1) for item in args.env)
+    args.env = parse_env(args.env)
     for size in args.working_set_bytes:
         parse_size(size)  # fail now, not after populating
     if not (args.working_set or args.streams or args.overload):

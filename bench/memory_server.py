@@ -7,6 +7,7 @@ so measuring costs the server nothing.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -271,3 +272,20 @@ def load_previous(file_name: str) -> dict[str, Any]:
 def result_key(part: str, label: str | None) -> str:
     """Where a part's result goes in the JSON: ``part``, or ``part:label``."""
     return f"{part}:{label}" if label else part
+
+
+def add_run_options(parser: argparse.ArgumentParser, *, env_example: str) -> None:
+    """``--env NAME=VALUE`` (repeatable) and ``--label``, shared by the memory benchmarks."""
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help=f"extra server setting for every run, e.g. {env_example}",
+    )
+    parser.add_argument("--label", default="", help="store results under part:label")
+
+
+def parse_env(items: list[str]) -> dict[str, str]:
+    """``NAME=VALUE`` items as a dict."""
+    return dict(item.split("=", 1) for item in items)

@@ -27,6 +27,7 @@ from chatkeep.errors import (
     ProviderUnavailable,
     StreamCut,
 )
+from chatkeep.providers.base import Provider
 from chatkeep.settings import ModelConfig
 
 #: How much of an error body goes into the error message.
@@ -282,3 +283,33 @@ class RelayedBody:
         if not self._released:
             self._released = True
             self._response.release()
+
+
+class HTTPProvider(Provider):
+    """What every HTTP provider shares: its URL, label, headers, timeouts and session.
+
+    With ``session`` given (by the registry) the session is shared and closed by its
+    owner; without, the provider opens its own and `aclose` closes it.
+    """
+
+    #: ``ollama`` or ``openai``: names the backend in errors.
+    kind: str = "http"
+
+    def __init__(self, config: ModelConfig, session: BackendSession | None = None) -> None:
+        if not config.url:
+            raise ValueError(f"an {self.kind} model needs a url")
+        self._chat_url = self.chat_url(config.url)
+        self._label = backend_label(self.kind, config.url)
+        self._headers = auth_headers(config)
+        self._timeout = client_timeout(config)
+        self._owns_session = session is None
+        self.session = session or BackendSession(backend_origin(config.url), config)
+
+    @staticmethod
+    def chat_url(base_url: str) -> str:
+        """The chat endpoint under ``base_url``."""
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        if self._owns_session:
+            await self.session.aclose()

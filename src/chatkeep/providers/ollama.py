@@ -14,21 +14,16 @@ import orjson
 
 from chatkeep.domain.records import Usage
 from chatkeep.errors import ProviderUnavailable
-from chatkeep.providers.base import ChatRequest, Chunk, Provider
+from chatkeep.providers.base import ChatRequest, Chunk
 from chatkeep.providers.http import (
-    BackendSession,
+    HTTPProvider,
     Lines,
-    auth_headers,
-    backend_label,
-    backend_origin,
-    client_timeout,
     drain,
     excerpt,
     provider_errors,
     raise_for_status,
     stream_cut,
 )
-from chatkeep.settings import ModelConfig
 
 #: Request options that Ollama takes at the top level; every other one goes in "options".
 _TOP_LEVEL_OPTIONS = frozenset({"format", "keep_alive", "tools", "think"})
@@ -55,22 +50,17 @@ def _count(event: dict[str, Any], key: str) -> int:
     return value if isinstance(value, int) and value >= 0 else 0
 
 
-class OllamaProvider(Provider):
+class OllamaProvider(HTTPProvider):
     """Talks to one Ollama server.
 
-    With ``session`` given (by the registry) the session is shared and closed by its
-    owner; without, the provider opens its own and `aclose` closes it.
+    Shares its session as `HTTPProvider` describes.
     """
 
-    def __init__(self, config: ModelConfig, session: BackendSession | None = None) -> None:
-        if not config.url:
-            raise ValueError("an ollama model needs a url")
-        self._chat_url = config.url.rstrip("/") + "/api/chat"
-        self._label = backend_label("ollama", config.url)
-        self._headers = auth_headers(config)
-        self._timeout = client_timeout(config)
-        self._owns_session = session is None
-        self.session = session or BackendSession(backend_origin(config.url), config)
+    kind = "ollama"
+
+    @staticmethod
+    def chat_url(base_url: str) -> str:
+        return base_url.rstrip("/") + "/api/chat"
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
         payload = orjson.dumps(ollama_body(request))
@@ -111,7 +101,3 @@ class OllamaProvider(Provider):
         usage = Usage(_count(event, "prompt_eval_count"), _count(event, "eval_count"))
         reason = event.get("done_reason")
         return Chunk(content, usage, reason if isinstance(reason, str) else "stop"), True
-
-    async def aclose(self) -> None:
-        if self._owns_session:
-            await self.session.aclose()

@@ -14,22 +14,17 @@ import orjson
 
 from chatkeep.domain.records import Usage
 from chatkeep.errors import ProviderUnavailable
-from chatkeep.providers.base import ChatRequest, Chunk, PassthroughResponse, Provider
+from chatkeep.providers.base import ChatRequest, Chunk, PassthroughResponse
 from chatkeep.providers.http import (
-    BackendSession,
+    HTTPProvider,
     Lines,
     RelayedBody,
-    auth_headers,
-    backend_label,
-    backend_origin,
-    client_timeout,
     drain,
     excerpt,
     provider_errors,
     raise_for_status,
     stream_cut,
 )
-from chatkeep.settings import ModelConfig
 
 _DONE = "[DONE]"
 
@@ -75,24 +70,19 @@ def _usage(value: Any) -> Usage | None:
     )
 
 
-class OpenAIProvider(Provider):
+class OpenAIProvider(HTTPProvider):
     """Talks to one OpenAI-compatible server (OpenAI, vLLM, llama.cpp, Ollama's /v1 ...).
 
-    With ``session`` given (by the registry) the session is shared and closed by its
-    owner; without, the provider opens its own and `aclose` closes it.
+    Shares its session as `HTTPProvider` describes.
     """
 
     supports_passthrough = True
 
-    def __init__(self, config: ModelConfig, session: BackendSession | None = None) -> None:
-        if not config.url:
-            raise ValueError("an openai model needs a url")
-        self._chat_url = chat_completions_url(config.url)
-        self._label = backend_label("openai", config.url)
-        self._headers = auth_headers(config)
-        self._timeout = client_timeout(config)
-        self._owns_session = session is None
-        self.session = session or BackendSession(backend_origin(config.url), config)
+    kind = "openai"
+
+    @staticmethod
+    def chat_url(base_url: str) -> str:
+        return chat_completions_url(base_url)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
         payload = orjson.dumps(openai_body(request))
@@ -162,7 +152,3 @@ class OpenAIProvider(Provider):
             content_type=response.headers.get("Content-Type") or "application/json",
             body=RelayedBody(response, self._label),
         )
-
-    async def aclose(self) -> None:
-        if self._owns_session:
-            await self.session.aclose()
