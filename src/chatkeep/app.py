@@ -19,26 +19,26 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from chatkeep import __version__
+from chatkeep.admission.queue import AdmissionQueue
 from chatkeep.api import admin, compat, conversations, health
 from chatkeep.api.body_limit import BodyLimitMiddleware
-from chatkeep.api.context import AppState
 from chatkeep.api.errors import install_error_handlers
 from chatkeep.api.fast_path import FastPathApp, fast_endpoint
 from chatkeep.api.metrics import Metrics, MetricsMiddleware, metrics_endpoint
-from chatkeep.cache.job_queue import BoundedJobQueue
+from chatkeep.api.state import AppState
 from chatkeep.cache.working_set import WorkingSet
-from chatkeep.conversations import ConversationService
 from chatkeep.errors import UnknownModel
 from chatkeep.leak_hook import LeakEveryRequest
 from chatkeep.memory.watch import MemoryWatch, build_memory_watch
 from chatkeep.providers.registry import ProviderRegistry
+from chatkeep.service.job_queue import BoundedJobQueue
+from chatkeep.service.replies import ConversationService
+from chatkeep.service.summaries import Summarizer
 from chatkeep.settings import Settings
 from chatkeep.storage.base import Store
 from chatkeep.storage.memory import MemoryStore
 from chatkeep.storage.sqlite import DATABASE_FILE, SQLiteStore
-from chatkeep.streaming.admission import AdmissionQueue
 from chatkeep.streaming.registry import ReplyStreams
-from chatkeep.summaries import Summarizer
 
 logger = logging.getLogger("chatkeep")
 

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Request
 
 from chatkeep import __version__
-from chatkeep.api.context import state
+from chatkeep.api.state import state
 from chatkeep.errors import Unauthorized
 
 

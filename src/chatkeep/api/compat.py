@@ -17,8 +17,8 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from chatkeep.api.context import AppState, state
 from chatkeep.api.relay import RelayResponse
+from chatkeep.api.state import AppState, state
 from chatkeep.domain.records import Usage
 from chatkeep.domain.tokens import estimate_tokens
 from chatkeep.errors import InvalidRequest

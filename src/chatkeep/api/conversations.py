@@ -10,14 +10,14 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.status import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
-from chatkeep.api.context import AppState, state
 from chatkeep.api.errors import chatkeep_error_response, describe_validation_errors
 from chatkeep.api.schemas import CreateConversation, SendMessage, UpdateConversation
 from chatkeep.api.sse import replayed_events, sse_response, stream_events
-from chatkeep.conversations import SendResult, error_payload
+from chatkeep.api.state import AppState, state
 from chatkeep.domain.records import Message
 from chatkeep.errors import ChatkeepError, InvalidRequest, NotFound, ProviderError, ReplyInProgress
 from chatkeep.serialize import conversation_dict, message_dict
+from chatkeep.service.replies import SendResult, error_payload
 from chatkeep.storage.base import UNSET
 
 router = APIRouter(prefix="/api/conversations", tags=["conversations"])

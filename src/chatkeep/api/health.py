@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from chatkeep.api.context import state
+from chatkeep.api.state import state
 from chatkeep.errors import StorageError
 
 

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from chatkeep.memory.governor import TIERS
 
 if TYPE_CHECKING:
-    from chatkeep.api.context import AppState
+    from chatkeep.api.state import AppState
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 UNMATCHED = "unmatched"

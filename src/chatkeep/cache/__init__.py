@@ -1,14 +1,12 @@
-"""Byte-bounded caches and the bounded background job queue.
+"""Byte-bounded caches.
 
 `ByteLRU` is the building block: a mapping with ``maxsize``, ``currsize`` and
 ``getsizeof``, least recently used out first. `WorkingSet` keeps recently used
-conversations for the send path on top of it; `BoundedJobQueue` runs optional
-background work (summaries) without ever making a reply wait. The sizes caches count
+conversations for the send path on top of it. The sizes caches count
 come from the estimates in `chatkeep.cache.sizing`.
 """
 
 from chatkeep.cache.byte_lru import ByteLRU
-from chatkeep.cache.job_queue import BoundedJobQueue, Job
 from chatkeep.cache.sizing import (
     conversation_size,
     json_size,
@@ -27,9 +25,7 @@ from chatkeep.cache.working_set import (
 __all__ = [
     "DEFAULT_RECENT_MESSAGES",
     "DEFAULT_WORKING_SET_BYTES",
-    "BoundedJobQueue",
     "ByteLRU",
-    "Job",
     "WorkingEntry",
     "WorkingSet",
     "conversation_size",

@@ -7,14 +7,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from chatkeep.cache.job_queue import BoundedJobQueue
 from chatkeep.domain.context import build_context
 from chatkeep.domain.records import Conversation
 from chatkeep.domain.tokens import estimate_tokens
 from chatkeep.providers.registry import ProviderRegistry
+from chatkeep.service.job_queue import BoundedJobQueue
+from chatkeep.service.summaries import Summarizer
 from chatkeep.settings import ModelConfig
 from chatkeep.storage.memory import MemoryStore
-from chatkeep.summaries import Summarizer
 
 OWNER = "o"
 

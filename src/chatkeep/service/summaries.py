@@ -14,15 +14,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from chatkeep.cache.job_queue import BoundedJobQueue
 from chatkeep.domain.context import Context, message_tokens
 from chatkeep.domain.records import Conversation, Message
 from chatkeep.domain.tokens import cut_to_tokens
 from chatkeep.providers.base import ChatRequest
 from chatkeep.providers.registry import ProviderRegistry
+from chatkeep.service.job_queue import BoundedJobQueue
 from chatkeep.storage.base import Store
 
-logger = logging.getLogger("chatkeep.summaries")
+logger = logging.getLogger("chatkeep.service.summaries")
 
 #: Share of the model's context budget one summary request may use for the old messages.
 SUMMARY_INPUT_SHARE = 0.75

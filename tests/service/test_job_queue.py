@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from chatkeep.cache.job_queue import BoundedJobQueue
+from chatkeep.service.job_queue import BoundedJobQueue
 
 WAIT = 5.0
 
@@ -151,14 +151,14 @@ async def test_a_failing_job_is_counted_logged_once_and_the_worker_survives(
     queue.submit(fails, key="summary:conv-1")
     queue.submit(cancels_itself)
     queue.submit(recorder(log, "after"))
-    with caplog.at_level(logging.WARNING, logger="chatkeep.cache.job_queue"):
+    with caplog.at_level(logging.WARNING, logger="chatkeep.service.job_queue"):
         queue.start()
         async with asyncio.timeout(WAIT):
             await queue.join()
     assert log == ["after"]
     stats = queue.stats()
     assert (stats["failed"], stats["completed"]) == (2, 1)
-    records = [r for r in caplog.records if r.name == "chatkeep.cache.job_queue"]
+    records = [r for r in caplog.records if r.name == "chatkeep.service.job_queue"]
     assert len(records) == 2
     assert all(r.exc_info is None and "\n" not in r.getMessage() for r in records)
     assert "summary:conv-1" in records[0].getMessage()

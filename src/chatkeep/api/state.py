@@ -7,12 +7,12 @@ from typing import Any, Protocol
 
 from starlette.requests import Request
 
-from chatkeep.conversations import ConversationService
+from chatkeep.admission.queue import AdmissionQueue
 from chatkeep.memory.watch import MemoryWatch
 from chatkeep.providers.registry import ProviderRegistry
+from chatkeep.service.replies import ConversationService
 from chatkeep.settings import Settings
 from chatkeep.storage.base import Store
-from chatkeep.streaming.admission import AdmissionQueue
 from chatkeep.streaming.registry import ReplyStreams
 
 

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
+from chatkeep.admission.queue import AdmissionQueue
 from chatkeep.errors import Overloaded
-from chatkeep.streaming.admission import AdmissionQueue
 
 
 async def test_full_queue_refuses_at_once_with_retry_after() -> None:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from chatkeep.admission.queue import AdmissionQueue
 from chatkeep.cache.working_set import WorkingSet
 from chatkeep.domain.context import Context, build_context
 from chatkeep.domain.records import Conversation, Message, MessageStatus, Usage
@@ -25,13 +26,12 @@ from chatkeep.logs import truncate
 from chatkeep.providers.base import ChatRequest, Chunk
 from chatkeep.providers.registry import ProviderRegistry
 from chatkeep.serialize import message_dict, message_json
+from chatkeep.service.summaries import Summarizer
 from chatkeep.storage.base import ReplyStart, Store
-from chatkeep.streaming.admission import AdmissionQueue
 from chatkeep.streaming.registry import ReplyStreams
 from chatkeep.streaming.reply_stream import ReplyStream, ReplyTooLong
-from chatkeep.summaries import Summarizer
 
-logger = logging.getLogger("chatkeep.conversations")
+logger = logging.getLogger("chatkeep.service.replies")
 
 SHUTDOWN_REASON = "the server shut down while this reply was being generated"
 

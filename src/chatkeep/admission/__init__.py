@@ -1,0 +1,1 @@
+"""Admission control: which generations run now, which wait, which are refused."""
