@@ -19,6 +19,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from chatkeep.domain.validation import MAX_JSON_DEPTH
+
 _SIZE_UNITS = {
     "": 1,
     "b": 1,
@@ -93,6 +95,8 @@ class Settings(BaseSettings):
     default_page_size: int = Field(default=50, ge=1)
     max_title_chars: int = Field(default=500, ge=1)
     max_metadata_bytes: int = Field(default=16 * 1024, ge=2)
+    # Deeper metadata is refused (422); the ceiling keeps every answer serialisable.
+    max_metadata_depth: int = Field(default=32, ge=1, le=MAX_JSON_DEPTH)
     idempotency_key_chars: int = Field(default=200, ge=8)
 
     default_owner: str = "default"

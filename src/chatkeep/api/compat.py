@@ -44,6 +44,10 @@ def _parse(body: bytes) -> dict[str, Any]:
     for index, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise InvalidRequest(f"messages.{index}: needs a string role")
+        if not isinstance(message.get("content"), str | list | None):
+            raise InvalidRequest(f"messages.{index}.content: a string or a list of parts")
+    if not isinstance(payload.get("stream_options"), dict | None):
+        raise InvalidRequest("stream_options: an object is required")
     return payload
 
 

@@ -15,6 +15,7 @@ from chatkeep.api.schemas import CreateConversation, SendMessage, UpdateConversa
 from chatkeep.api.sse import replayed_events, sse_response, stream_events
 from chatkeep.api.state import AppState, state
 from chatkeep.domain.records import Message
+from chatkeep.domain.validation import INT64_MAX, InvalidValue, check_json
 from chatkeep.errors import ChatkeepError, InvalidRequest, NotFound, ProviderError, ReplyInProgress
 from chatkeep.serialize import conversation_dict, message_dict
 from chatkeep.service.replies import SendResult, error_payload
@@ -35,7 +36,13 @@ def _check_text(app: AppState, name: str, value: str | None, limit: int) -> None
 
 
 def _check_metadata(app: AppState, metadata: dict[str, Any] | None) -> None:
-    if metadata is not None and len(orjson.dumps(metadata)) > app.settings.max_metadata_bytes:
+    if metadata is None:
+        return
+    try:
+        check_json(metadata, max_depth=app.settings.max_metadata_depth)
+    except InvalidValue as exc:
+        raise InvalidRequest(f"metadata: {exc}") from None
+    if len(orjson.dumps(metadata)) > app.settings.max_metadata_bytes:
         raise InvalidRequest(
             f"metadata is over the limit of {app.settings.max_metadata_bytes} bytes as JSON"
         )
@@ -67,7 +74,7 @@ async def create_conversation(body: CreateConversation, request: Request) -> dic
 async def list_conversations(
     request: Request,
     status: Literal["active", "archived"] | None = None,
-    limit: Annotated[int | None, Query(ge=1)] = None,
+    limit: Annotated[int | None, Query(ge=1, le=INT64_MAX)] = None,
     cursor: str | None = None,
 ) -> dict[str, Any]:
     app = state(request)
@@ -123,9 +130,9 @@ async def delete_conversation(conversation_id: str, request: Request) -> Respons
 async def list_messages(
     conversation_id: str,
     request: Request,
-    limit: Annotated[int | None, Query(ge=1)] = None,
-    after: Annotated[int | None, Query(ge=0)] = None,
-    before: Annotated[int | None, Query(ge=1)] = None,
+    limit: Annotated[int | None, Query(ge=1, le=INT64_MAX)] = None,
+    after: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None,
+    before: Annotated[int | None, Query(ge=1, le=INT64_MAX)] = None,
 ) -> dict[str, Any]:
     app = state(request)
     page = await app.store.list_messages(
