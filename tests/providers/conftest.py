@@ -5,10 +5,11 @@ The suite-wide conftest already fails a test that leaves tasks running.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import pytest
 from aiohttp import web
@@ -90,6 +91,92 @@ async def raw_backend() -> AsyncIterator[StartRawBackend]:
     yield serve
     for runner in runners:
         await runner.cleanup()
+
+
+@dataclass
+class OneShotBackend:
+    """A backend that serves one request per connection and fails the next one on it.
+
+    The second request on a connection finds it dead, as a request on a pooled
+    connection does when the backend's keep-alive ran out first: ``"close"`` closes the
+    connection without a byte of answer; ``"cut"`` sends the head and half the body first.
+    """
+
+    url: str
+    answer: bytes
+    content_type: str
+    on_reuse: Literal["close", "cut"]
+    #: The body of every request received, in order (the failed ones too).
+    requests: list[bytes] = field(default_factory=list)
+    connections: int = 0
+    _handlers: set[asyncio.Task[None]] = field(default_factory=set)
+    _writers: set[asyncio.StreamWriter] = field(default_factory=set)
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        self._writers.add(writer)
+        try:
+            for index in range(2):
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                self.requests.append(await reader.readexactly(length))
+                if index == 0:
+                    writer.write(self._head() + self.answer)
+                elif self.on_reuse == "cut":
+                    writer.write(self._head() + self.answer[: len(self.answer) // 2])
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the client closed its connection
+        finally:
+            writer.close()
+            self._writers.discard(writer)
+            self._handlers.discard(task)
+
+    def _head(self) -> bytes:
+        return (
+            f"HTTP/1.1 200 OK\r\nContent-Type: {self.content_type}\r\n"
+            f"Content-Length: {len(self.answer)}\r\n\r\n"
+        ).encode()
+
+    async def stop(self) -> None:
+        for writer in list(self._writers):
+            writer.close()
+        if self._handlers:
+            await asyncio.wait(set(self._handlers), timeout=10)
+
+
+class StartOneShotBackend(Protocol):
+    async def __call__(
+        self, answer: bytes, content_type: str, *, on_reuse: Literal["close", "cut"] = "close"
+    ) -> OneShotBackend: ...
+
+
+@pytest.fixture
+async def one_shot_backend() -> AsyncIterator[StartOneShotBackend]:
+    """Start `OneShotBackend`s on free ports; each is stopped after the test."""
+    started: list[tuple[asyncio.Server, OneShotBackend]] = []
+
+    async def start(
+        answer: bytes, content_type: str, *, on_reuse: Literal["close", "cut"] = "close"
+    ) -> OneShotBackend:
+        backend = OneShotBackend("", answer, content_type, on_reuse)
+        server = await asyncio.start_server(backend.serve, "127.0.0.1", 0)
+        backend.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        started.append((server, backend))
+        return backend
+
+    yield start
+    for server, backend in started:
+        server.close()
+        await backend.stop()
+        await server.wait_closed()
 
 
 @pytest.fixture

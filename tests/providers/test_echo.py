@@ -9,7 +9,6 @@ from chatkeep.providers.base import ChatRequest
 from chatkeep.providers.echo import EchoProvider
 
 REQUEST = ChatRequest(
-    model="echo",
     messages=[
         {"role": "system", "content": "be brief"},
         {"role": "user", "content": "first"},
@@ -37,7 +36,7 @@ async def test_echo_completes_and_bills_the_prompt() -> None:
 
 
 async def test_echo_without_a_user_message_still_answers() -> None:
-    completion = await EchoProvider().complete(ChatRequest("echo", []))
+    completion = await EchoProvider().complete(ChatRequest([]))
 
     assert completion.text == "echo: "
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,7 @@ from chatkeep.providers.http import (
     backend_origin,
     excerpt,
     provider_errors,
+    remaining_timeout,
 )
 from chatkeep.providers.openai import OpenAIProvider
 from chatkeep.settings import ModelConfig
@@ -71,10 +73,21 @@ async def test_a_huge_error_body_is_quoted_briefly(
     raw_backend: StartRawBackend, closing: Callable[[Any], Any]
 ) -> None:
     backend = await raw_backend([b"E" * 100_000], status=503)
-    provider = closing(OpenAIProvider(ModelConfig(provider="openai", url=backend.url)))
+    provider = closing(OpenAIProvider("m", ModelConfig(provider="openai", url=backend.url)))
 
     with pytest.raises(ProviderError) as caught:
-        await provider.complete(ChatRequest("m", []))
+        await provider.complete(ChatRequest([]))
 
     assert "503" in caught.value.message
     assert len(caught.value.message) < 300
+
+
+def test_a_retry_gets_what_is_left_of_the_whole_reply_timeout() -> None:
+    timeout = aiohttp.ClientTimeout(total=10.0, sock_connect=2.0)
+
+    left = remaining_timeout(timeout, started=time.monotonic() - 4.0)
+
+    assert left.total is not None and 0 < left.total <= 6.0
+    assert left.sock_connect == 2.0
+    with pytest.raises(TimeoutError):
+        remaining_timeout(timeout, started=time.monotonic() - 11.0)

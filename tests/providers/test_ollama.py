@@ -23,12 +23,12 @@ from chatkeep.providers.ollama import OllamaProvider, ollama_body
 from chatkeep.settings import ModelConfig
 from tests.providers.conftest import StartFakeLLM, StartRawBackend
 
-REQUEST = ChatRequest(model="llama", messages=[{"role": "user", "content": "hello there"}])
+REQUEST = ChatRequest(messages=[{"role": "user", "content": "hello there"}])
 NDJSON = "application/x-ndjson"
 
 
 def provider_for(url: str, **fields: Any) -> OllamaProvider:
-    return OllamaProvider(ModelConfig(provider="ollama", url=url, **fields))
+    return OllamaProvider("llama", ModelConfig(provider="ollama", url=url, **fields))
 
 
 def line(content: str, **extra: Any) -> bytes:
@@ -72,19 +72,19 @@ async def test_the_request_is_a_native_streamed_chat(
         [line("hi"), line("", done=True, prompt_eval_count=1, eval_count=1)], content_type=NDJSON
     )
     provider = closing(provider_for(backend.url, api_key="sekret"))
-    request = ChatRequest("llama", REQUEST.messages, {"temperature": 0.2, "max_tokens": 9})
+    request = ChatRequest(REQUEST.messages, {"temperature": 0.2, "max_tokens": 9})
 
     await provider.complete(request)
 
     headers, body = backend.requests[0]
-    assert orjson.loads(body) == ollama_body(request)
+    assert orjson.loads(body) == ollama_body("llama", request)
     assert headers["Authorization"] == "Bearer sekret"
 
 
 def test_options_are_mapped_to_ollama_names() -> None:
-    request = ChatRequest("m", [], {"max_tokens": 5, "temperature": 0.1, "keep_alive": "5m"})
+    request = ChatRequest([], {"max_tokens": 5, "temperature": 0.1, "keep_alive": "5m"})
 
-    body = ollama_body(request)
+    body = ollama_body("m", request)
 
     assert body == {
         "model": "m",
@@ -183,7 +183,7 @@ async def test_a_clean_end_without_done_is_a_stream_cut(
 async def test_lines_split_across_writes_and_crlf_are_read(
     raw_backend: StartRawBackend, closing: Callable[[Any], Any]
 ) -> None:
-    first, last = line("a "), line("b", done=True, eval_count=2)
+    first, last = line("a "), line("b", done=True, prompt_eval_count=1, eval_count=2)
     backend = await raw_backend(
         [first[:10], first[10:-1] + b"\r\n", b"\n", last[:-1]],  # the last has no newline
         content_type=NDJSON,
@@ -193,7 +193,7 @@ async def test_lines_split_across_writes_and_crlf_are_read(
     completion = await provider.complete(REQUEST)
 
     assert completion.text == "a b"
-    assert completion.usage == Usage(0, 2)
+    assert completion.usage == Usage(1, 2)
 
 
 async def test_an_endless_line_is_refused(

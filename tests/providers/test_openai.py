@@ -24,12 +24,12 @@ from chatkeep.providers.openai import OpenAIProvider, chat_completions_url
 from chatkeep.settings import ModelConfig
 from tests.providers.conftest import StartFakeLLM, StartRawBackend
 
-REQUEST = ChatRequest(model="gpt", messages=[{"role": "user", "content": "hello there"}])
+REQUEST = ChatRequest(messages=[{"role": "user", "content": "hello there"}])
 SSE = "text/event-stream"
 
 
 def provider_for(url: str, **fields: Any) -> OpenAIProvider:
-    return OpenAIProvider(ModelConfig(provider="openai", url=url, **fields))
+    return OpenAIProvider("gpt", ModelConfig(provider="openai", url=url, **fields))
 
 
 def event(content: str | None = None, finish_reason: str | None = None) -> bytes:
@@ -94,7 +94,7 @@ async def test_the_request_asks_for_usage_and_carries_the_key(
     keyed = closing(provider_for(backend.url, api_key="sk-test"))
     keyless = closing(provider_for(backend.url))
 
-    await keyed.complete(ChatRequest("gpt", REQUEST.messages, {"temperature": 0.5}))
+    await keyed.complete(ChatRequest(REQUEST.messages, {"temperature": 0.5}))
     await keyless.complete(REQUEST)
 
     (headers, body), (keyless_headers, _) = backend.requests
@@ -164,6 +164,16 @@ async def test_a_hanging_backend_times_out(
 
     with pytest.raises(ProviderTimeout):
         await provider.complete(REQUEST)
+
+
+async def test_a_relay_from_a_hanging_backend_times_out(
+    fake_llm: StartFakeLLM, closing: Callable[[Any], Any]
+) -> None:
+    server = await fake_llm(timeout_rate=1.0)
+    provider = closing(provider_for(server.url, timeout_seconds=0.05))
+
+    with pytest.raises(ProviderTimeout):
+        await provider.passthrough(body_of(False))
 
 
 async def test_a_cut_stream_yields_what_came_then_stream_cut(

@@ -1,19 +1,21 @@
-"""ProviderRegistry: names to providers, one shared session per backend, closing once."""
+"""ProviderRegistry: names to routes, one shared session per backend, closing once."""
 
 from __future__ import annotations
 
 import pytest
 
+from chatkeep.domain.tokens import estimate_tokens
 from chatkeep.errors import UnknownModel
 from chatkeep.providers.base import ChatRequest
 from chatkeep.providers.echo import EchoProvider
+from chatkeep.providers.http import HTTPProvider
 from chatkeep.providers.ollama import OllamaProvider
 from chatkeep.providers.openai import OpenAIProvider
-from chatkeep.providers.registry import ProviderRegistry
+from chatkeep.providers.registry import ModelRoute, ProviderRegistry
 from chatkeep.settings import ModelConfig, Settings
 from tests.providers.conftest import StartFakeLLM
 
-REQUEST = ChatRequest(model="fake", messages=[{"role": "user", "content": "hi"}])
+REQUEST = ChatRequest(messages=[{"role": "user", "content": "hi"}])
 
 
 def test_models_resolve_to_their_providers_without_opening_anything() -> None:
@@ -26,11 +28,11 @@ def test_models_resolve_to_their_providers_without_opening_anything() -> None:
     )
 
     assert registry.names() == ["echo", "llama", "gpt"]
-    assert isinstance(registry.get("echo")[0], EchoProvider)
-    assert isinstance(registry.get("llama")[0], OllamaProvider)
-    provider, config = registry.get("gpt")
-    assert isinstance(provider, OpenAIProvider)
-    assert config.url == "https://api.example.com/v1"
+    assert isinstance(registry.route("echo").provider, EchoProvider)
+    assert isinstance(registry.route("llama").provider, OllamaProvider)
+    route = registry.route("gpt")
+    assert isinstance(route.provider, OpenAIProvider)
+    assert route.config.url == "https://api.example.com/v1"
     # Built outside any event loop: sessions open on first use, inside one.
     assert not any(session.is_open for session in registry.sessions)
 
@@ -44,12 +46,10 @@ def test_an_unknown_model_names_the_known_ones() -> None:
     )
 
     with pytest.raises(UnknownModel, match=r"'gpt-9'.*echo, llama"):
-        registry.get("gpt-9")
-    with pytest.raises(UnknownModel):
-        registry.upstream_model("gpt-9")
+        registry.route("gpt-9")
 
 
-def test_upstream_model_defaults_to_the_name() -> None:
+def test_upstream_model_defaults_to_the_name_and_is_the_providers() -> None:
     registry = ProviderRegistry(
         {
             "fast": ModelConfig(provider="ollama", url="http://h", upstream_model="llama3.2:1b"),
@@ -57,8 +57,33 @@ def test_upstream_model_defaults_to_the_name() -> None:
         }
     )
 
-    assert registry.upstream_model("fast") == "llama3.2:1b"
-    assert registry.upstream_model("llama3.2") == "llama3.2"
+    fast, plain = registry.route("fast"), registry.route("llama3.2")
+    assert fast.upstream_model == "llama3.2:1b"
+    assert plain.upstream_model == "llama3.2"
+    assert isinstance(fast.provider, OllamaProvider)
+    assert isinstance(plain.provider, OllamaProvider)
+    assert (fast.provider.model, fast.provider.upstream_model) == ("fast", "llama3.2:1b")
+    assert plain.provider.upstream_model == "llama3.2"
+
+
+def test_a_route_carries_what_callers_need() -> None:
+    config = ModelConfig(provider="echo", context_tokens=999, timeout_seconds=7.0)
+    registry = ProviderRegistry({"small": config})
+
+    route = registry.route("small")
+
+    assert route == ModelRoute(
+        name="small",
+        provider=route.provider,
+        upstream_model="small",
+        context_tokens=999,
+        estimator=estimate_tokens,
+        timeout_seconds=7.0,
+        config=config,
+    )
+    assert registry.route("small") is route
+    with pytest.raises(AttributeError):
+        route.name = "other"  # type: ignore[misc]
 
 
 def test_models_of_one_backend_share_one_session_with_the_widest_pool() -> None:
@@ -71,11 +96,12 @@ def test_models_of_one_backend_share_one_session_with_the_widest_pool() -> None:
         }
     )
 
-    shared = registry.session_for("a")
-    assert shared is not None and shared is registry.session_for("b")
-    assert shared.config.max_connections == 9
-    assert registry.session_for("c") not in (None, shared)
-    assert registry.session_for("echo") is None
+    a, b, c = (registry.route(name).provider for name in "abc")
+    assert isinstance(a, HTTPProvider) and isinstance(b, HTTPProvider)
+    assert isinstance(c, HTTPProvider)
+    assert a.session is b.session
+    assert a.session.config.max_connections == 9
+    assert c.session is not a.session
     assert len(registry.sessions) == 2
 
 
@@ -93,8 +119,7 @@ def test_from_settings_takes_the_models_and_echo_pace() -> None:
     registry = ProviderRegistry.from_settings(settings)
 
     assert registry.names() == ["slow-echo"]
-    provider, _ = registry.get("slow-echo")
-    assert isinstance(provider, EchoProvider)
+    assert isinstance(registry.route("slow-echo").provider, EchoProvider)
 
 
 async def test_one_client_session_serves_both_wire_formats_and_closes_once(
@@ -107,8 +132,8 @@ async def test_one_client_session_serves_both_wire_formats_and_closes_once(
             "compat": ModelConfig(provider="openai", url=server.url + "/v1"),
         }
     )
-    native, _ = registry.get("native")
-    compat, _ = registry.get("compat")
+    native = registry.route("native").provider
+    compat = registry.route("compat").provider
 
     assert (await native.complete(REQUEST)).text == "tok0 tok1"
     assert (await compat.complete(REQUEST)).text == "tok0 tok1"
@@ -134,10 +159,6 @@ async def test_closing_an_unused_registry_is_fine() -> None:
 def test_token_estimator_falls_back_to_the_heuristic() -> None:
     import sys
 
-    from chatkeep.domain.tokens import estimate_tokens
-    from chatkeep.providers.registry import ProviderRegistry
-    from chatkeep.settings import ModelConfig
-
     registry = ProviderRegistry(
         {
             "echo": ModelConfig(provider="echo"),
@@ -147,11 +168,11 @@ def test_token_estimator_falls_back_to_the_heuristic() -> None:
             ),
         }
     )
-    assert registry.estimator("echo") is estimate_tokens
-    assert registry.estimator("plain") is estimate_tokens
+    assert registry.route("echo").estimator is estimate_tokens
+    assert registry.route("plain").estimator is estimate_tokens
     if "tiktoken" not in sys.modules:
         # Without tiktoken installed, "auto" counts with the heuristic too.
         try:
             import tiktoken  # noqa: F401
         except ImportError:
-            assert registry.estimator("gpt") is estimate_tokens
+            assert registry.route("gpt").estimator is estimate_tokens

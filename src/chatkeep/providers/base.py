@@ -18,9 +18,11 @@ from chatkeep.domain.records import Usage
 
 @dataclass(slots=True)
 class ChatRequest:
-    """What is sent to a model: the backend's model name, the messages, and options."""
+    """What is sent to a model: the messages and options.
 
-    model: str
+    No model name: a provider serves one model and names it to its backend itself.
+    """
+
     messages: list[dict[str, str]]
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -53,7 +55,12 @@ class PassthroughResponse:
 
 
 class Provider(abc.ABC):
-    """A model backend. Instances are long-lived and shared; `aclose` releases them."""
+    """A model backend. Instances are long-lived and shared; `aclose` releases them.
+
+    A provider owns its model's whole-reply timeout (``timeout_seconds``): a reply that
+    outlasts it ends in `ProviderTimeout`, so callers add no timer of their own around
+    a reply (only, if they like, a bound on the silence between pieces).
+    """
 
     #: True when `passthrough` relays OpenAI chat-completion requests unchanged.
     supports_passthrough: bool = False
@@ -73,8 +80,11 @@ class Provider(abc.ABC):
             finish_reason = chunk.finish_reason or finish_reason
         return Completion("".join(parts), usage, finish_reason)
 
-    async def passthrough(self, payload: bytes) -> PassthroughResponse:
-        """Relay a raw OpenAI chat-completions body (already rewritten to the upstream model)."""
+    async def passthrough(self, body: bytes) -> PassthroughResponse:
+        """Relay a raw OpenAI chat-completions body that names this provider's model.
+
+        The provider puts its backend's name for the model in, when that differs.
+        """
         raise NotImplementedError(f"{type(self).__name__} does not relay raw requests")
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most providers hold nothing

@@ -9,6 +9,14 @@
     ValueError (bad JSON, oversized line)       -> ProviderUnavailable
     answer 429 or 5xx                           -> ProviderUnavailable  (`raise_for_status`)
     other answer >= 400                         -> ProviderError
+
+The whole-reply timeout has one owner: the provider. aiohttp's ``total`` timeout bounds
+a reply from the first attempt to the last byte (a retry gets what is left of it), on
+every path that reaches a backend: durable sends, the ``/v1`` passthrough, summaries.
+Only the provider sees every path, including a relayed answer that is read long after
+its caller returned, and only it knows when it retries. Callers add no second
+whole-reply timer (it would race this one and fail a reply with another error); the
+generation pipeline bounds only the silence between two pieces, a different promise.
 """
 
 from __future__ import annotations
@@ -16,7 +24,10 @@ from __future__ import annotations
 import collections
 import contextlib
 import enum
+import logging
+import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import aiohttp
 from yarl import URL
@@ -33,12 +44,12 @@ from chatkeep.settings import ModelConfig
 #: How much of an error body goes into the error message.
 EXCERPT_BYTES = 512
 EXCERPT_CHARS = 200
-#: Idle pooled connections are closed after this long (backends close theirs too).
-KEEPALIVE_SECONDS = 30.0
 #: What is read past a stream's terminal marker so its connection can be reused.
 DRAIN_LIMIT_BYTES = 64 * 1024
 #: The longest line a streamed answer may hold (one NDJSON object or SSE field).
 MAX_LINE_BYTES = 1024 * 1024
+
+logger = logging.getLogger("chatkeep.providers")
 
 
 def backend_origin(url: str) -> str:
@@ -66,6 +77,32 @@ def client_timeout(config: ModelConfig) -> aiohttp.ClientTimeout:
     )
 
 
+class Attempt:
+    """One attempt at a request, as aiohttp's tracing saw it: did it reuse a connection?"""
+
+    __slots__ = ("reused",)
+
+    def __init__(self) -> None:
+        self.reused = False
+
+
+async def _note_reuse(
+    session: aiohttp.ClientSession,
+    context: SimpleNamespace,
+    params: aiohttp.TraceConnectionReuseconnParams,
+) -> None:
+    attempt = context.trace_request_ctx
+    if isinstance(attempt, Attempt):
+        attempt.reused = True
+
+
+def reuse_tracing() -> aiohttp.TraceConfig:
+    """Tracing that marks the `Attempt` passed as ``trace_request_ctx`` when it reuses."""
+    tracing = aiohttp.TraceConfig()
+    tracing.on_connection_reuseconn.append(_note_reuse)
+    return tracing
+
+
 def create_session(config: ModelConfig) -> aiohttp.ClientSession:
     """A session with a bounded keep-alive pool and ``config``'s timeouts.
 
@@ -74,7 +111,7 @@ def create_session(config: ModelConfig) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(
         limit=config.max_connections,
         limit_per_host=0,
-        keepalive_timeout=KEEPALIVE_SECONDS,
+        keepalive_timeout=config.keepalive_seconds,
     )
     # trust_env=False: proxies come from configuration, not from whoever starts the server.
     # No cookie jar: one backend session serves every user, so nothing may be remembered
@@ -84,6 +121,7 @@ def create_session(config: ModelConfig) -> aiohttp.ClientSession:
         timeout=client_timeout(config),
         trust_env=False,
         cookie_jar=aiohttp.DummyCookieJar(),
+        trace_configs=[reuse_tracing()],
     )
 
 
@@ -120,6 +158,8 @@ class BackendSession:
                 "max_connections": max(c.max_connections for c in configs),
                 "timeout_seconds": max(c.timeout_seconds for c in configs),
                 "connect_timeout_seconds": max(c.connect_timeout_seconds for c in configs),
+                # The shortest: the one model that knows its backend closes sooner wins.
+                "keepalive_seconds": min(c.keepalive_seconds for c in configs),
             }
         )
         return cls(backend_origin(first.url), config)
@@ -143,6 +183,16 @@ class BackendSession:
         self._state = _State.CLOSED
         if session is not None:
             await session.close()
+
+
+def remaining_timeout(timeout: aiohttp.ClientTimeout, started: float) -> aiohttp.ClientTimeout:
+    """The timeout of a retry: what is left of ``timeout``'s total since ``started``."""
+    if timeout.total is None:
+        return timeout
+    left = timeout.total - (time.monotonic() - started)
+    if left <= 0:
+        raise TimeoutError
+    return aiohttp.ClientTimeout(total=left, sock_connect=timeout.sock_connect)
 
 
 def auth_headers(config: ModelConfig) -> dict[str, str]:
@@ -288,6 +338,8 @@ class RelayedBody:
 class HTTPProvider(Provider):
     """What every HTTP provider shares: its URL, label, headers, timeouts and session.
 
+    A provider serves one model: ``model`` is chatkeep's name for it, and the backend is
+    sent ``upstream_model`` (the config's, else the same name) whatever the caller holds.
     With ``session`` given (by the registry) the session is shared and closed by its
     owner; without, the provider opens its own and `aclose` closes it.
     """
@@ -295,9 +347,13 @@ class HTTPProvider(Provider):
     #: ``ollama`` or ``openai``: names the backend in errors.
     kind: str = "http"
 
-    def __init__(self, config: ModelConfig, session: BackendSession | None = None) -> None:
+    def __init__(
+        self, model: str, config: ModelConfig, session: BackendSession | None = None
+    ) -> None:
         if not config.url:
             raise ValueError(f"an {self.kind} model needs a url")
+        self.model = model
+        self.upstream_model = config.upstream_model or model
         self._chat_url = self.chat_url(config.url)
         self._label = backend_label(self.kind, config.url)
         self._headers = auth_headers(config)
@@ -309,6 +365,38 @@ class HTTPProvider(Provider):
     def chat_url(base_url: str) -> str:
         """The chat endpoint under ``base_url``."""
         raise NotImplementedError
+
+    async def send(self, body: bytes) -> aiohttp.ClientResponse:
+        """POST ``body`` to the chat endpoint; returns once the answer's head has arrived.
+
+        The model's ``timeout_seconds`` bounds the whole answer, retries included.
+
+        An attempt that fails before any byte of the answer, on a connection taken from
+        the pool, is tried again: the backend closed that idle connection as it was
+        reused (its keep-alive ran out first) and never saw the request. Each such
+        connection is closed as it fails, so attempts end at the first fresh
+        connection, whose failure is raised. Nothing of an answer has reached anyone
+        when a request is retried, and nothing is retried once the head has arrived.
+        Errors are aiohttp's; callers translate them with `provider_errors`.
+        """
+        session = self.session.get()
+        timeout = self._timeout
+        started = time.monotonic()
+        while True:
+            attempt = Attempt()
+            try:
+                return await session.post(
+                    self._chat_url,
+                    data=body,
+                    headers=self._headers,
+                    timeout=timeout,
+                    trace_request_ctx=attempt,
+                )
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                if not attempt.reused or isinstance(exc, aiohttp.ClientConnectorError):
+                    raise
+                logger.debug("%s: a pooled connection was closed; retrying", self._label)
+                timeout = remaining_timeout(timeout, started)
 
     async def aclose(self) -> None:
         if self._owns_session:

@@ -12,7 +12,6 @@ from typing import Any
 
 import orjson
 
-from chatkeep.domain.records import Usage
 from chatkeep.errors import ProviderUnavailable
 from chatkeep.providers.base import ChatRequest, Chunk
 from chatkeep.providers.http import (
@@ -24,14 +23,15 @@ from chatkeep.providers.http import (
     raise_for_status,
     stream_cut,
 )
+from chatkeep.providers.usage import backend_usage
 
 #: Request options that Ollama takes at the top level; every other one goes in "options".
 _TOP_LEVEL_OPTIONS = frozenset({"format", "keep_alive", "tools", "think"})
 
 
-def ollama_body(request: ChatRequest) -> dict[str, Any]:
+def ollama_body(model: str, request: ChatRequest) -> dict[str, Any]:
     """The ``/api/chat`` body of a request; ``max_tokens`` becomes Ollama's ``num_predict``."""
-    body: dict[str, Any] = {"model": request.model, "messages": request.messages, "stream": True}
+    body: dict[str, Any] = {"model": model, "messages": request.messages, "stream": True}
     options: dict[str, Any] = {}
     for key, value in request.options.items():
         if key in _TOP_LEVEL_OPTIONS:
@@ -43,11 +43,6 @@ def ollama_body(request: ChatRequest) -> dict[str, Any]:
     if options:
         body["options"] = options
     return body
-
-
-def _count(event: dict[str, Any], key: str) -> int:
-    value = event.get(key, 0)
-    return value if isinstance(value, int) and value >= 0 else 0
 
 
 class OllamaProvider(HTTPProvider):
@@ -63,13 +58,11 @@ class OllamaProvider(HTTPProvider):
         return base_url.rstrip("/") + "/api/chat"
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
-        payload = orjson.dumps(ollama_body(request))
+        payload = orjson.dumps(ollama_body(self.upstream_model, request))
         pieces = 0
         final: Chunk | None = None
         with provider_errors(self._label):
-            async with self.session.get().post(
-                self._chat_url, data=payload, headers=self._headers, timeout=self._timeout
-            ) as response:
+            async with await self.send(payload) as response:
                 await raise_for_status(response, self._label)
                 async for line in Lines(response):
                     if not line.strip():
@@ -98,6 +91,6 @@ class OllamaProvider(HTTPProvider):
             raise ProviderUnavailable(f"{self._label}: malformed line (content is not text)")
         if event.get("done") is not True:
             return Chunk(content), False
-        usage = Usage(_count(event, "prompt_eval_count"), _count(event, "eval_count"))
+        usage = backend_usage(event.get("prompt_eval_count"), event.get("eval_count"), self._label)
         reason = event.get("done_reason")
         return Chunk(content, usage, reason if isinstance(reason, str) else "stop"), True

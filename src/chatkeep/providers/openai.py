@@ -25,6 +25,7 @@ from chatkeep.providers.http import (
     raise_for_status,
     stream_cut,
 )
+from chatkeep.providers.usage import backend_usage
 
 _DONE = "[DONE]"
 
@@ -37,11 +38,11 @@ def chat_completions_url(base_url: str) -> str:
     return base + "/v1/chat/completions"
 
 
-def openai_body(request: ChatRequest) -> dict[str, Any]:
+def openai_body(model: str, request: ChatRequest) -> dict[str, Any]:
     """The streamed chat-completions body of a request; options go in at the top level."""
     return {
         **request.options,
-        "model": request.model,
+        "model": model,
         "messages": request.messages,
         "stream": True,
         "stream_options": {"include_usage": True},
@@ -60,16 +61,6 @@ def _sse_data(line: bytes) -> str | None:
     return value.decode("utf-8")
 
 
-def _usage(value: Any) -> Usage | None:
-    if not isinstance(value, dict):
-        return None
-    prompt, completion = value.get("prompt_tokens", 0), value.get("completion_tokens", 0)
-    return Usage(
-        prompt if isinstance(prompt, int) else 0,
-        completion if isinstance(completion, int) else 0,
-    )
-
-
 class OpenAIProvider(HTTPProvider):
     """Talks to one OpenAI-compatible server (OpenAI, vLLM, llama.cpp, Ollama's /v1 ...).
 
@@ -85,15 +76,13 @@ class OpenAIProvider(HTTPProvider):
         return chat_completions_url(base_url)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
-        payload = orjson.dumps(openai_body(request))
+        payload = orjson.dumps(openai_body(self.upstream_model, request))
         pieces = 0
         usage: Usage | None = None
         finish_reason: str | None = None
         done = False
         with provider_errors(self._label):
-            async with self.session.get().post(
-                self._chat_url, data=payload, headers=self._headers, timeout=self._timeout
-            ) as response:
+            async with await self.send(payload) as response:
                 await raise_for_status(response, self._label)
                 async for line in Lines(response):
                     data = _sse_data(line)
@@ -123,7 +112,7 @@ class OpenAIProvider(HTTPProvider):
             error = event["error"]
             message = error.get("message", error) if isinstance(error, dict) else error
             raise ProviderUnavailable(f"{self._label} reported: {excerpt(str(message))}")
-        usage = _usage(event.get("usage"))
+        usage = self._usage(event.get("usage"))
         choices = event.get("choices")
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
             return "", None, usage
@@ -137,18 +126,35 @@ class OpenAIProvider(HTTPProvider):
             usage,
         )
 
-    async def passthrough(self, payload: bytes) -> PassthroughResponse:
-        """POST ``payload`` upstream unchanged and relay the answer as it arrives.
+    def _usage(self, value: Any) -> Usage | None:
+        # Absent, null (on every chunk but the last, for some servers) or not an object:
+        # no usage, so chatkeep's estimate counts the reply.
+        if not isinstance(value, dict):
+            return None
+        return backend_usage(
+            value.get("prompt_tokens"), value.get("completion_tokens"), self._label
+        )
 
-        Any upstream status is relayed as is; only a failure to get an answer at all
-        raises. The body must be read to its end or closed with ``body.aclose()``.
+    async def passthrough(self, body: bytes) -> PassthroughResponse:
+        """POST a client's ``body`` upstream and relay the answer as it arrives.
+
+        ``body`` is a chat-completions request naming this provider's model. It goes
+        upstream byte for byte, unless the backend knows the model by another name:
+        then that name is put in (the one change). Any upstream status is relayed as is;
+        only a failure to get an answer at all raises. The answer's body must be read to
+        its end or closed with ``body.aclose()``.
         """
+        if self.upstream_model != self.model:
+            body = self._renamed(body)
         with provider_errors(self._label):
-            response = await self.session.get().post(
-                self._chat_url, data=payload, headers=self._headers, timeout=self._timeout
-            )
+            response = await self.send(body)
         return PassthroughResponse(
             status=response.status,
             content_type=response.headers.get("Content-Type") or "application/json",
             body=RelayedBody(response, self._label),
         )
+
+    def _renamed(self, body: bytes) -> bytes:
+        payload = orjson.loads(body)
+        payload["model"] = self.upstream_model
+        return orjson.dumps(payload)

@@ -1,4 +1,9 @@
-"""The configured models, each resolved to its provider.
+"""The configured models, each resolved once to a `ModelRoute`.
+
+A route is everything a caller needs to use a model: its provider (which already
+names the model to its backend), its context budget, its token estimator, its
+whole-reply timeout. Callers ask for ``registry.route(name)`` once per request and
+hold on to that one object.
 
 Models whose URLs share a backend origin (``scheme://host:port``) share one
 `BackendSession`, hence one connection pool, sized by the largest
@@ -9,6 +14,7 @@ Sessions open lazily on first use, inside the running loop; `aclose` closes each
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from chatkeep.domain.tokens import TokenEstimator
@@ -25,23 +31,56 @@ if TYPE_CHECKING:
 _LISTED_NAMES = 20
 
 
+@dataclass(frozen=True, slots=True)
+class ModelRoute:
+    """How one model is reached: the one object a caller needs per model."""
+
+    #: chatkeep's name for the model (what clients send).
+    name: str
+    #: Streams replies; sends ``upstream_model`` to its backend itself.
+    provider: Provider
+    #: The backend's name for the model (``upstream_model`` in the config, else ``name``).
+    upstream_model: str
+    #: The token budget of a context sent to the model.
+    context_tokens: int
+    #: Counts tokens as the model does (a real tokenizer when installed).
+    estimator: TokenEstimator
+    #: The whole-reply timeout, enforced by the provider (see `chatkeep.providers.http`).
+    timeout_seconds: float
+    config: ModelConfig
+
+
 class ProviderRegistry:
-    """Model name -> (provider, config), with one shared session per backend."""
+    """Model name -> `ModelRoute`, with one shared session per backend."""
 
     def __init__(self, models: Mapping[str, ModelConfig], *, echo_delay_ms: float = 0.0) -> None:
         self._models = dict(models)
-        self._providers: dict[str, Provider] = {}
         self._sessions: dict[str, BackendSession] = {}
         self._closed = False
-        self._estimators: dict[str, TokenEstimator] = {}
 
         echo = EchoProvider(echo_delay_ms)
         http_models = {n: c for n, c in self._models.items() if c.provider != "echo"}
-        self._providers = {n: echo for n, c in self._models.items() if c.provider == "echo"}
+        providers: dict[str, Provider] = {
+            n: echo for n, c in self._models.items() if c.provider == "echo"
+        }
         if http_models:
-            self._add_http_providers(http_models)
+            providers.update(self._http_providers(http_models))
+        # Estimators are made here, at startup: a real tokenizer may load (or fetch) its
+        # files, which must not happen on the event loop in the middle of a request.
+        self._routes = {
+            name: ModelRoute(
+                name=name,
+                provider=providers[name],
+                upstream_model=config.upstream_model or name,
+                context_tokens=config.context_tokens,
+                estimator=estimator_for(name, config),
+                timeout_seconds=config.timeout_seconds,
+                config=config,
+            )
+            for name, config in self._models.items()
+        }
 
-    def _add_http_providers(self, models: dict[str, ModelConfig]) -> None:
+    def _http_providers(self, models: dict[str, ModelConfig]) -> dict[str, Provider]:
         # Imported only here: the HTTP client stack costs megabytes of resident memory
         # that an echo-only server never uses.
         from chatkeep.providers.http import BackendSession, backend_origin
@@ -61,47 +100,27 @@ class ProviderRegistry:
         self._sessions = {
             origin: BackendSession.shared_by(configs) for origin, configs in by_origin.items()
         }
+        providers: dict[str, Provider] = {}
         for name, config in models.items():
             provider_class = OllamaProvider if config.provider == "ollama" else OpenAIProvider
-            self._providers[name] = provider_class(config, self._sessions[origins[name]])
+            providers[name] = provider_class(name, config, self._sessions[origins[name]])
+        return providers
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ProviderRegistry:
         """The registry of ``settings.models``, echo pacing from ``settings.echo_delay_ms``."""
         return cls(settings.models, echo_delay_ms=settings.echo_delay_ms)
 
-    def get(self, name: str) -> tuple[Provider, ModelConfig]:
-        """The provider and config of a model; `UnknownModel` lists the known names."""
-        provider = self._providers.get(name)
-        if provider is None:
+    def route(self, name: str) -> ModelRoute:
+        """The route of a model; `UnknownModel` lists the known names."""
+        route = self._routes.get(name)
+        if route is None:
             raise UnknownModel(f"unknown model {name!r}; known models: {self._known()}")
-        return provider, self._models[name]
-
-    def estimator(self, name: str) -> TokenEstimator:
-        """How a model's tokens are counted (a real tokenizer when installed)."""
-        estimator = self._estimators.get(name)
-        if estimator is None:
-            _, config = self.get(name)
-            estimator = self._estimators[name] = estimator_for(name, config)
-        return estimator
+        return route
 
     def names(self) -> list[str]:
         """The configured model names, in configuration order."""
         return list(self._models)
-
-    def upstream_model(self, name: str) -> str:
-        """The backend's name for a model: ``upstream_model`` when set, else the name."""
-        _, config = self.get(name)
-        return config.upstream_model or name
-
-    def session_for(self, name: str) -> BackendSession | None:
-        """The shared backend session of a model (None for echo)."""
-        _, config = self.get(name)
-        if not config.url:
-            return None
-        from chatkeep.providers.http import backend_origin
-
-        return self._sessions[backend_origin(config.url)]
 
     @property
     def sessions(self) -> list[BackendSession]:
@@ -113,7 +132,8 @@ class ProviderRegistry:
         if self._closed:
             return
         self._closed = True
-        for provider in {id(p): p for p in self._providers.values()}.values():
+        providers = {id(r.provider): r.provider for r in self._routes.values()}
+        for provider in providers.values():
             await provider.aclose()
         for session in self._sessions.values():
             await session.aclose()
