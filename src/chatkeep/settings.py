@@ -59,6 +59,11 @@ class ModelConfig(BaseModel):
     timeout_seconds: float = Field(default=120.0, gt=0, description="Whole-reply timeout.")
     connect_timeout_seconds: float = Field(default=5.0, gt=0)
     max_connections: int = Field(default=100, ge=1, description="Connection pool bound.")
+    # Below the backend's own idle timeout, or a connection it just closed gets reused:
+    # uvicorn (vLLM, most Python servers) closes idle ones after 5 s by default.
+    keepalive_seconds: float = Field(
+        default=4.0, gt=0, description="Idle backend connections are closed after this long."
+    )
     tokenizer: Literal["auto", "heuristic"] = Field(
         default="auto", description="auto: a real tokenizer when one is installed."
     )
