@@ -23,13 +23,17 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import contextvars
 import enum
 import logging
 import time
+import weakref
 from collections.abc import Iterator
-from types import SimpleNamespace
 
 import aiohttp
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.connector import Connection
+from aiohttp.tracing import Trace
 from yarl import URL
 
 from chatkeep.errors import (
@@ -78,7 +82,7 @@ def client_timeout(config: ModelConfig) -> aiohttp.ClientTimeout:
 
 
 class Attempt:
-    """One attempt at a request, as aiohttp's tracing saw it: did it reuse a connection?"""
+    """One attempt at a request: did its connection come from the pool?"""
 
     __slots__ = ("reused",)
 
@@ -86,21 +90,38 @@ class Attempt:
         self.reused = False
 
 
-async def _note_reuse(
-    session: aiohttp.ClientSession,
-    context: SimpleNamespace,
-    params: aiohttp.TraceConnectionReuseconnParams,
-) -> None:
-    attempt = context.trace_request_ctx
-    if isinstance(attempt, Attempt):
-        attempt.reused = True
+#: The attempt being sent in this task, which `ReuseAwareConnector` tells about its connection.
+current_attempt: contextvars.ContextVar[Attempt | None] = contextvars.ContextVar(
+    "chatkeep_http_attempt", default=None
+)
 
 
-def reuse_tracing() -> aiohttp.TraceConfig:
-    """Tracing that marks the `Attempt` passed as ``trace_request_ctx`` when it reuses."""
-    tracing = aiohttp.TraceConfig()
-    tracing.on_connection_reuseconn.append(_note_reuse)
-    return tracing
+class ReuseAwareConnector(aiohttp.TCPConnector):
+    """A connection pool that tells the `current_attempt` whether its connection is reused.
+
+    aiohttp's tracing reports reuse too, but turned on it costs every request about
+    15 µs (measured: 183 → 198 µs per in-process passthrough round trip) in event
+    objects and awaits, for the one fact needed here; this costs a set lookup.
+    """
+
+    def __init__(self, *, limit: int, keepalive_seconds: float) -> None:
+        super().__init__(limit=limit, limit_per_host=0, keepalive_timeout=keepalive_seconds)
+        self._used: weakref.WeakSet[ResponseHandler] = weakref.WeakSet()
+
+    async def connect(
+        self,
+        req: aiohttp.ClientRequest,
+        traces: list[Trace],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 - aiohttp's signature
+    ) -> Connection:
+        connection = await super().connect(req, traces, timeout)
+        protocol = connection.protocol
+        if protocol is not None:
+            attempt = current_attempt.get()
+            if attempt is not None:
+                attempt.reused = protocol in self._used
+            self._used.add(protocol)
+        return connection
 
 
 def create_session(config: ModelConfig) -> aiohttp.ClientSession:
@@ -108,10 +129,8 @@ def create_session(config: ModelConfig) -> aiohttp.ClientSession:
 
     Must be called inside the running event loop that will use it.
     """
-    connector = aiohttp.TCPConnector(
-        limit=config.max_connections,
-        limit_per_host=0,
-        keepalive_timeout=config.keepalive_seconds,
+    connector = ReuseAwareConnector(
+        limit=config.max_connections, keepalive_seconds=config.keepalive_seconds
     )
     # trust_env=False: proxies come from configuration, not from whoever starts the server.
     # No cookie jar: one backend session serves every user, so nothing may be remembered
@@ -121,7 +140,6 @@ def create_session(config: ModelConfig) -> aiohttp.ClientSession:
         timeout=client_timeout(config),
         trust_env=False,
         cookie_jar=aiohttp.DummyCookieJar(),
-        trace_configs=[reuse_tracing()],
     )
 
 
@@ -384,19 +402,18 @@ class HTTPProvider(Provider):
         started = time.monotonic()
         while True:
             attempt = Attempt()
+            token = current_attempt.set(attempt)
             try:
                 return await session.post(
-                    self._chat_url,
-                    data=body,
-                    headers=self._headers,
-                    timeout=timeout,
-                    trace_request_ctx=attempt,
+                    self._chat_url, data=body, headers=self._headers, timeout=timeout
                 )
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
                 if not attempt.reused or isinstance(exc, aiohttp.ClientConnectorError):
                     raise
                 logger.debug("%s: a pooled connection was closed; retrying", self._label)
                 timeout = remaining_timeout(timeout, started)
+            finally:
+                current_attempt.reset(token)
 
     async def aclose(self) -> None:
         if self._owns_session:

@@ -1,7 +1,8 @@
-"""Through the app: a backend is always sent its own name for a model, never chatkeep's.
+"""Providers seen through the app: upstream model names, and what backends report.
 
 Each model here is an alias (``upstream_model`` differs from the name clients use); the
-backend records every request, so the tests read the name that went upstream.
+backend records every request, so the tests read the name that went upstream. A backend
+is always sent its own name for a model, never chatkeep's.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ Aliased = tuple[httpx.AsyncClient, RawBackend]
 
 
 class StartAliased(Protocol):
-    async def __call__(self, kind: Literal["ollama", "openai"]) -> Aliased: ...
+    async def __call__(
+        self, kind: Literal["ollama", "openai"], answer: list[bytes] | None = None
+    ) -> Aliased: ...
 
 
 @pytest.fixture
@@ -41,11 +44,14 @@ async def aliased(raw_backend: StartRawBackend, tmp_path: Path) -> AsyncIterator
     on a backend of that kind that records what it is sent."""
     async with contextlib.AsyncExitStack() as stack:
 
-        async def start(kind: Literal["ollama", "openai"]) -> Aliased:
+        async def start(
+            kind: Literal["ollama", "openai"], answer: list[bytes] | None = None
+        ) -> Aliased:
             if kind == "ollama":
-                backend = await raw_backend(NDJSON, content_type="application/x-ndjson")
+                ndjson = answer or NDJSON
+                backend = await raw_backend(ndjson, content_type="application/x-ndjson")
             else:
-                backend = await raw_backend(SSE, content_type="text/event-stream")
+                backend = await raw_backend(answer or SSE, content_type="text/event-stream")
             model = ModelConfig(provider=kind, url=backend.url, upstream_model="real-name")
             settings = Settings(data_dir=tmp_path, models={"alias": model}, default_model="alias")
             app = create_app(settings)
@@ -104,3 +110,20 @@ async def test_a_durable_send_sends_the_upstream_name(
 
     assert sent.status_code in (200, 201)
     assert _upstream_names(backend) == ["real-name"]
+
+
+async def test_an_absurd_usage_is_stored_as_chatkeeps_estimate(aliased: StartAliased) -> None:
+    # 2**63 is past SQLite's integers: stored as is, it would fail the write.
+    done = {"done": True, "prompt_eval_count": 5, "eval_count": 2**63}
+    client, _ = await aliased("ollama", [NDJSON[0], orjson.dumps(done) + b"\n"])
+    cid = (await client.post("/api/conversations", json={"model": "alias"})).json()["id"]
+
+    sent = await client.post(f"/api/conversations/{cid}/messages", json={"content": "hello"})
+
+    assert sent.status_code == 200
+    assistant = sent.json()["assistant_message"]
+    assert (assistant["content"], assistant["status"]) == ("hi", "complete")
+    usage = assistant["usage"]
+    assert 0 < usage["prompt_tokens"] < 100 and 0 < usage["completion_tokens"] < 100
+    history = (await client.get(f"/api/conversations/{cid}/messages")).json()["items"]
+    assert history[-1]["usage"] == usage
