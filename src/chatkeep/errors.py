@@ -9,10 +9,13 @@ them: each backend translates them into one of these.
     │   └── UnknownModel               422  unknown_model
     ├── PayloadTooLarge                413  payload_too_large
     ├── Conflict                       409  conflict
-    │   └── ReplyInProgress            409  reply_in_progress
+    │   ├── ReplyInProgress            409  reply_in_progress
+    │   └── IdempotencyKeyReused       409  idempotency_key_reused
     ├── Unauthorized                   401  unauthorized
     ├── Overloaded                     503  overloaded     (carries Retry-After)
     ├── StorageError                   503  storage_unavailable
+    │   ├── DataDirLocked              503  data_dir_locked  (another process holds it)
+    │   └── DatabaseDamaged            503  database_damaged (found at startup)
     └── ProviderError                  502  provider_error
         ├── ProviderUnavailable        502  provider_unavailable
         ├── ProviderTimeout            504  provider_timeout
@@ -61,6 +64,12 @@ class ReplyInProgress(Conflict):
     code = "reply_in_progress"
 
 
+class IdempotencyKeyReused(Conflict):
+    """A client message id (idempotency key) sent again with a different request."""
+
+    code = "idempotency_key_reused"
+
+
 class Unauthorized(ChatkeepError):
     status_code = 401
     code = "unauthorized"
@@ -80,6 +89,18 @@ class Overloaded(ChatkeepError):
 class StorageError(ChatkeepError):
     status_code = 503
     code = "storage_unavailable"
+
+
+class DataDirLocked(StorageError):
+    """Another process uses the data directory; the store refuses to open it."""
+
+    code = "data_dir_locked"
+
+
+class DatabaseDamaged(StorageError):
+    """The database failed its integrity check; the store refuses to open it."""
+
+    code = "database_damaged"
 
 
 class ProviderError(ChatkeepError):

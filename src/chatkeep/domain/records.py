@@ -59,6 +59,8 @@ class Message:
     client_message_id: str | None = None
     reply_to: str | None = None
     reason: str | None = None
+    #: The error code of an incomplete reply (``provider_timeout``, ``shutdown``…).
+    reason_code: str | None = None
     usage: Usage | None = None
     # Derived values computed once, on first use, by `domain.tokens.content_tokens` and
     # `cache.sizing.message_size`: the send path reads them for every message in a context.
