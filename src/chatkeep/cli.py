@@ -1,9 +1,10 @@
-"""The ``chatkeep`` command line: serve, fake-llm, soak."""
+"""The ``chatkeep`` command line: serve, check, fake-llm, soak."""
 
 from __future__ import annotations
 
 import gc
 import logging
+import socket
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -12,6 +13,7 @@ import typer
 import uvicorn
 
 from chatkeep.api.admin import is_loopback
+from chatkeep.errors import DataDirLocked
 from chatkeep.logs import configure_logging
 from chatkeep.settings import load_settings
 
@@ -55,26 +57,99 @@ def serve(
         )
         raise typer.Exit(code=2)
     configure_logging(settings)
+    # Refuse a data directory in use, and a busy port, before the app starts: its startup
+    # runs crash recovery, which must never run on another instance's live database.
+    # (The store takes the lock itself when it opens; this only fails early and plainly.)
+    if settings.storage == "sqlite":
+        from chatkeep.storage.sqlite.lock import probe
+
+        try:
+            probe(settings.data_dir)
+        except DataDirLocked as exc:
+            typer.echo(f"chatkeep: {exc.message}", err=True)
+            raise typer.Exit(code=1) from None
+    try:
+        listener = _bind(settings.host, settings.port)
+    except OSError as exc:
+        typer.echo(
+            f"chatkeep: cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
+            err=True,
+        )
+        raise typer.Exit(code=1) from None
     application = create_app(settings)
     _tune_garbage_collector(settings.gc_threshold)
     logging.getLogger("chatkeep").info(
-        "storage=%s data_dir=%s models=%s",
+        "listening on %s:%d storage=%s data_dir=%s models=%s",
+        settings.host,
+        listener.getsockname()[1],
         settings.storage,
         settings.data_dir.resolve(),
         ",".join(sorted(settings.models)),
     )
-    uvicorn.run(
-        application,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        # Our handler formats, truncates and rate-limits every record, uvicorn's included.
-        log_config=None,
-        log_level=None,
-        access_log=False,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
+    server = uvicorn.Server(
+        uvicorn.Config(
+            application,
+            host=settings.host,
+            port=settings.port,
+            loop="uvloop",
+            http="httptools",
+            # Our handler formats, truncates and rate-limits every record, uvicorn's included.
+            log_config=None,
+            log_level=None,
+            access_log=False,
+            timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
+        )
     )
+    with listener:
+        server.run(sockets=[listener])
+    if not server.started:  # the app's startup failed (e.g. a damaged database); it logged why
+        raise typer.Exit(code=1)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``, bound before anything touches storage."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        # As uvicorn does: a restart may rebind while old connections sit in TIME_WAIT.
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(2048)
+        listener.set_inheritable(True)
+    except BaseException:
+        listener.close()
+        raise
+    return listener
+
+
+@app.command()
+def check(
+    data_dir: Annotated[
+        Path,
+        typer.Option("--data-dir", envvar="CHATKEEP_DATA_DIR", help="The data directory to check."),
+    ] = Path("data"),
+) -> None:
+    """Run SQLite's full integrity check on the database (safe while a server runs)."""
+    from chatkeep.storage.sqlite import DATABASE_FILE
+    from chatkeep.storage.sqlite.integrity import check_file
+
+    path = data_dir / DATABASE_FILE
+    if not path.is_file():
+        typer.echo(f"no database at {path}", err=True)
+        raise typer.Exit(code=2)
+    findings = check_file(path)
+    if not findings:
+        typer.echo(f"{path}: ok")
+        return
+    typer.echo(f"{path}: damaged", err=True)
+    for finding in findings:
+        typer.echo(f"  {finding}", err=True)
+    typer.echo(
+        "Restore the file from a backup; the sqlite3 shell's `.recover` command copies out "
+        "what can still be read.",
+        err=True,
+    )
+    raise typer.Exit(code=1)
 
 
 def _tune_garbage_collector(threshold: int) -> None:

@@ -7,8 +7,10 @@ import asyncio
 import pytest
 
 from chatkeep.domain.records import Usage
-from chatkeep.errors import InvalidRequest, NotFound, ReplyInProgress
+from chatkeep.domain.replies import send_fingerprint
+from chatkeep.errors import IdempotencyKeyReused, InvalidRequest, NotFound, ReplyInProgress
 from chatkeep.storage.base import RECOVERED_REASON, Store
+from tests.storage.conftest import SteppingClock
 
 OWNER = "alice"
 
@@ -22,6 +24,25 @@ async def _exchange(store: Store, conversation_id: str, text: str, cid: str | No
         content=f"re: {text}",
         status="complete",
         usage=Usage(3, 2),
+    )
+
+
+async def _exchange_with_fingerprint(
+    store: Store, conversation_id: str, text: str, cid: str
+) -> None:
+    start = await store.begin_reply(
+        OWNER,
+        conversation_id,
+        content=text,
+        client_message_id=cid,
+        fingerprint=send_fingerprint(text),
+    )
+    await store.finish_reply(
+        OWNER,
+        conversation_id,
+        reply_to=start.user_message.id,
+        content=f"re: {text}",
+        status="complete",
     )
 
 
@@ -151,7 +172,6 @@ async def test_conversation_listing_pages_and_filters(store: Store) -> None:
     for n in range(5):
         created = await store.create_conversation(OWNER, model="echo", title=str(n))
         ids.append(created.id)
-        await asyncio.sleep(0.002)  # distinct creation times
     await store.update_conversation(OWNER, ids[1], status="archived")
     seen: list[str] = []
     cursor = None
@@ -193,6 +213,78 @@ async def test_delete_removes_conversation_and_messages(store: Store) -> None:
         await store.delete_conversation(OWNER, conversation.id)
 
 
+async def test_delete_refuses_while_a_reply_is_open(store: Store) -> None:
+    conversation = await store.create_conversation(OWNER, model="echo")
+    start = await store.begin_reply(OWNER, conversation.id, content="q", client_message_id=None)
+    with pytest.raises(ReplyInProgress):
+        await store.delete_conversation(OWNER, conversation.id)
+    # Nothing was deleted, and the reply still closes normally.
+    await store.finish_reply(
+        OWNER, conversation.id, reply_to=start.user_message.id, content="a", status="complete"
+    )
+    assert len((await store.list_messages(OWNER, conversation.id, limit=5)).items) == 2
+    await store.delete_conversation(OWNER, conversation.id)
+    with pytest.raises(NotFound):
+        await store.get_conversation(OWNER, conversation.id)
+
+
+async def test_same_key_same_request_replays(store: Store) -> None:
+    conversation = await store.create_conversation(OWNER, model="echo")
+    fingerprint = send_fingerprint("hello")
+    first = await store.begin_reply(
+        OWNER, conversation.id, content="hello", client_message_id="k", fingerprint=fingerprint
+    )
+    again = await store.begin_reply(
+        OWNER, conversation.id, content="hello", client_message_id="k", fingerprint=fingerprint
+    )
+    assert again.replayed and again.user_message.id == first.user_message.id
+    found = await store.find_send(OWNER, conversation.id, "k", fingerprint)
+    assert found is not None and found.user_message.id == first.user_message.id
+
+
+async def test_same_key_different_request_is_refused(store: Store) -> None:
+    conversation = await store.create_conversation(OWNER, model="echo")
+    await _exchange_with_fingerprint(store, conversation.id, "hello", cid="k")
+    with pytest.raises(IdempotencyKeyReused):
+        await store.begin_reply(
+            OWNER,
+            conversation.id,
+            content="goodbye",
+            client_message_id="k",
+            fingerprint=send_fingerprint("goodbye"),
+        )
+    with pytest.raises(IdempotencyKeyReused):
+        await store.find_send(OWNER, conversation.id, "k", send_fingerprint("goodbye"))
+    page = await store.list_messages(OWNER, conversation.id, limit=10)
+    assert [m.content for m in page.items] == ["hello", "re: hello"]  # nothing stored
+
+
+async def test_key_stored_without_fingerprint_replays(store: Store) -> None:
+    conversation = await store.create_conversation(OWNER, model="echo")
+    await _exchange(store, conversation.id, "hello", cid="k")  # no fingerprint, as before
+    again = await store.begin_reply(
+        OWNER,
+        conversation.id,
+        content="hello",
+        client_message_id="k",
+        fingerprint=send_fingerprint("hello"),
+    )
+    assert again.replayed and again.assistant_message is not None
+
+
+async def test_times_come_from_the_injected_clock(store: Store, clock: SteppingClock) -> None:
+    conversation = await store.create_conversation(OWNER, model="echo")
+    assert conversation.created_at == clock.now
+    start = await store.begin_reply(OWNER, conversation.id, content="q", client_message_id=None)
+    assert start.user_message.created_at == clock.now
+    reply = await store.finish_reply(
+        OWNER, conversation.id, reply_to=start.user_message.id, content="a", status="complete"
+    )
+    assert reply.created_at == clock.now
+    loaded = await store.get_conversation(OWNER, conversation.id)
+    assert loaded.last_activity == reply.created_at
+
+
 async def test_recovery_closes_open_replies_as_incomplete(store: Store) -> None:
     conversation = await store.create_conversation(OWNER, model="echo")
     await store.begin_reply(OWNER, conversation.id, content="q", client_message_id=None)
@@ -217,6 +309,26 @@ async def test_incomplete_reply_keeps_partial_text_and_reason(store: Store) -> N
         reason="stream cut",
     )
     assert (reply.status, reply.content, reply.reason) == ("incomplete", "half", "stream cut")
+
+
+async def test_incomplete_reply_keeps_the_code_of_its_cause(store: Store) -> None:
+    conversation = await store.create_conversation(OWNER, model="echo")
+    start = await store.begin_reply(OWNER, conversation.id, content="q", client_message_id="k")
+    reply = await store.finish_reply(
+        OWNER,
+        conversation.id,
+        reply_to=start.user_message.id,
+        content="",
+        status="incomplete",
+        reason="backend answered 500",
+        reason_code="provider_unavailable",
+    )
+    assert reply.reason_code == "provider_unavailable"
+    replay = await store.find_send(OWNER, conversation.id, "k")
+    assert replay is not None and replay.assistant_message is not None
+    assert replay.assistant_message.reason_code == "provider_unavailable"
+    page = await store.list_messages(OWNER, conversation.id, limit=5)
+    assert page.items[-1].reason_code == "provider_unavailable"
 
 
 async def test_concurrent_sends_to_many_conversations(store: Store) -> None:

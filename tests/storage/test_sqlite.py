@@ -6,8 +6,9 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+from chatkeep.domain.replies import send_fingerprint
 from chatkeep.storage.sqlite import SQLiteStore
-from chatkeep.storage.sqlite_schema import MIGRATIONS
+from chatkeep.storage.sqlite.schema import MIGRATIONS
 
 
 async def test_wal_and_full_sync_by_default(tmp_path: Path) -> None:
@@ -68,3 +69,29 @@ async def test_failed_write_does_not_undo_its_batch(tmp_path: Path) -> None:
         assert (await store.get_conversation("o", good.id)).title == "still applied"
     finally:
         await store.close()
+
+
+async def test_sends_stored_before_fingerprints_still_replay(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    with sqlite3.connect(path) as raw:  # a database as version 1 of the schema left it
+        raw.executescript(MIGRATIONS[0])
+        raw.execute("PRAGMA user_version = 1")
+        raw.execute(
+            "INSERT INTO conversations (id, owner_id, model, created_at, updated_at, "
+            "last_activity, message_count) VALUES ('conv_old', 'o', 'echo', 1, 1, 1, 1)"
+        )
+        raw.execute(
+            "INSERT INTO messages (conversation_id, seq, id, role, content, status, "
+            "created_at, client_message_id) "
+            "VALUES ('conv_old', 1, 'msg_old', 'user', 'hi', 'complete', 1, 'k')"
+        )
+    raw.close()
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        again = await store.begin_reply(
+            "o", "conv_old", content="hi", client_message_id="k", fingerprint=send_fingerprint("hi")
+        )
+    finally:
+        await store.close()
+    assert again.replayed and again.user_message.id == "msg_old"

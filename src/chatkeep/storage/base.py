@@ -7,9 +7,16 @@ Rules every backend keeps:
 * A write returns only after it is durable (committed); callers acknowledge a
   message to a client only after the store call returned.
 * ``(conversation_id, client_message_id)`` is unique: a retried send returns the
-  first result instead of storing the message twice.
+  first result instead of storing the message twice. The send's fingerprint
+  (`chatkeep.domain.replies.send_fingerprint`) is stored with it: the same id with a
+  different fingerprint is `IdempotencyKeyReused`, never a silent replay.
 * A conversation has at most one reply open at a time (`begin_reply` …
-  `finish_reply`); recovery at startup closes replies left open by a crash.
+  `finish_reply`); recovery at startup closes replies left open by a crash. What a
+  send and a reply write is decided by `chatkeep.domain.replies`; backends persist it.
+* A conversation with an open reply is not deleted (`ReplyInProgress`), checked in
+  the transaction that would delete it.
+* Backends take their clock and id generator as constructor arguments
+  (``clock=time.time``, ``new_id=new_id``), so tests step time instead of sleeping.
 * Listings are read page by page from storage; nothing loads a whole
   conversation into memory.
 * Driver errors are translated to `chatkeep.errors.StorageError`.
@@ -146,7 +153,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def delete_conversation(self, owner_id: str, conversation_id: str) -> None:
-        """Delete the conversation and its messages, or `NotFound`."""
+        """Delete the conversation and its messages, or `NotFound`.
+
+        Raises `ReplyInProgress` while a reply is open in it, atomically with the delete.
+        """
 
     @abc.abstractmethod
     async def list_messages(
@@ -174,9 +184,17 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def find_send(
-        self, owner_id: str, conversation_id: str, client_message_id: str
+        self,
+        owner_id: str,
+        conversation_id: str,
+        client_message_id: str,
+        fingerprint: str | None = None,
     ) -> ReplyStart | None:
-        """The first send with ``client_message_id`` (``replayed=True``), or ``None``."""
+        """The first send with ``client_message_id`` (``replayed=True``), or ``None``.
+
+        Raises `IdempotencyKeyReused` when that send was stored with a fingerprint other
+        than ``fingerprint`` (``None`` on either side skips the comparison).
+        """
 
     @abc.abstractmethod
     async def begin_reply(
@@ -186,12 +204,14 @@ class Store(abc.ABC):
         *,
         content: str,
         client_message_id: str | None,
+        fingerprint: str | None = None,
     ) -> ReplyStart:
         """Commit a user message and open a reply to it, in one transaction.
 
         Raises `ReplyInProgress` when another reply is open in the conversation and
         ``client_message_id`` is new; a retried ``client_message_id`` is answered with
-        ``replayed=True`` and writes nothing.
+        ``replayed=True`` and writes nothing, or raises `IdempotencyKeyReused` when its
+        ``fingerprint`` differs from the stored one (see `find_send`).
         """
 
     @abc.abstractmethod
@@ -205,8 +225,13 @@ class Store(abc.ABC):
         status: MessageStatus,
         reason: str | None = None,
         usage: Usage | None = None,
+        reason_code: str | None = None,
     ) -> Message:
-        """Commit the assistant message that closes the open reply to ``reply_to``."""
+        """Commit the assistant message that closes the open reply to ``reply_to``.
+
+        An incomplete reply keeps its ``reason`` and the error code of its cause
+        (``reason_code``), so a replay reports what the live answer did.
+        """
 
     @abc.abstractmethod
     async def set_summary(

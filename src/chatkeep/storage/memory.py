@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from chatkeep.domain import replies
 from chatkeep.domain.records import (
     Conversation,
     ConversationStatus,
@@ -19,7 +21,7 @@ from chatkeep.domain.records import (
     Page,
     Usage,
 )
-from chatkeep.errors import NotFound, ReplyInProgress, StorageError
+from chatkeep.errors import NotFound
 from chatkeep.storage.base import (
     RECOVERED_REASON,
     UNSET,
@@ -36,14 +38,22 @@ class _Entry:
     conversation: Conversation
     messages: list[Message] = field(default_factory=list)
     by_client_id: dict[str, Message] = field(default_factory=dict)
+    fingerprints: dict[str, str] = field(default_factory=dict)  # by client_message_id
     by_reply_to: dict[str, Message] = field(default_factory=dict)
 
 
 class MemoryStore(Store):
     """Conversations in dictionaries; records are copied in and out, never shared."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.time,
+        new_id: Callable[[str], str] = new_id,
+    ) -> None:
         self._entries: dict[str, _Entry] = {}
+        self._clock = clock
+        self._new_id = new_id
 
     async def open(self) -> None:
         return None
@@ -66,9 +76,9 @@ class MemoryStore(Store):
         system_prompt: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> Conversation:
-        now = time.time()
+        now = self._clock()
         conversation = Conversation(
-            id=new_id("conv"),
+            id=self._new_id("conv"),
             owner_id=owner_id,
             title=title,
             model=model,
@@ -129,11 +139,11 @@ class MemoryStore(Store):
             conversation.status = status
         if metadata is not UNSET:
             conversation.metadata = copy.deepcopy(metadata)
-        conversation.updated_at = time.time()
+        conversation.updated_at = self._clock()
         return _copy(conversation)
 
     async def delete_conversation(self, owner_id: str, conversation_id: str) -> None:
-        self._entry(owner_id, conversation_id)
+        replies.check_can_delete(self._entry(owner_id, conversation_id).conversation)
         del self._entries[conversation_id]
 
     async def list_messages(
@@ -168,12 +178,19 @@ class MemoryStore(Store):
         return [replace(m) for m in reversed(messages[max(stop - limit, 0) : stop])]
 
     async def find_send(
-        self, owner_id: str, conversation_id: str, client_message_id: str
+        self,
+        owner_id: str,
+        conversation_id: str,
+        client_message_id: str,
+        fingerprint: str | None = None,
     ) -> ReplyStart | None:
         entry = self._entry(owner_id, conversation_id)
         first = entry.by_client_id.get(client_message_id)
         if first is None:
             return None
+        replies.check_replay(
+            client_message_id, entry.fingerprints.get(client_message_id), fingerprint
+        )
         reply = entry.by_reply_to.get(first.id)
         return ReplyStart(
             _copy(entry.conversation),
@@ -189,36 +206,28 @@ class MemoryStore(Store):
         *,
         content: str,
         client_message_id: str | None,
+        fingerprint: str | None = None,
     ) -> ReplyStart:
         entry = self._entry(owner_id, conversation_id)
-        conversation = entry.conversation
         if client_message_id is not None:
-            replay = await self.find_send(owner_id, conversation_id, client_message_id)
+            replay = await self.find_send(owner_id, conversation_id, client_message_id, fingerprint)
             if replay is not None:
                 return replay
-        if conversation.open_reply_to is not None:
-            raise ReplyInProgress(
-                f"conversation {conversation_id} is still generating a reply; "
-                "wait for it to finish (or resume its stream) before sending again"
-            )
-        now = time.time()
-        message = Message(
-            id=new_id("msg"),
-            conversation_id=conversation_id,
-            seq=len(entry.messages) + 1,
-            role="user",
+        replies.check_can_begin(entry.conversation)
+        message = replies.user_message(
+            entry.conversation,
             content=content,
-            status="complete",
-            created_at=now,
             client_message_id=client_message_id,
+            now=self._clock(),
+            new_id=self._new_id,
         )
         entry.messages.append(message)
         if client_message_id is not None:
             entry.by_client_id[client_message_id] = message
-        conversation.message_count += 1
-        conversation.last_activity = conversation.updated_at = now
-        conversation.open_reply_to = message.id
-        return ReplyStart(_copy(conversation), replace(message), replayed=False)
+            if fingerprint is not None:
+                entry.fingerprints[client_message_id] = fingerprint
+        entry.conversation = replies.after_send(entry.conversation, message)
+        return ReplyStart(_copy(entry.conversation), replace(message), replayed=False)
 
     async def finish_reply(
         self,
@@ -230,11 +239,12 @@ class MemoryStore(Store):
         status: MessageStatus,
         reason: str | None = None,
         usage: Usage | None = None,
+        reason_code: str | None = None,
     ) -> Message:
         entry = self._entry(owner_id, conversation_id)
-        if entry.conversation.open_reply_to != reply_to:
-            raise StorageError(f"no reply to {reply_to} is open in {conversation_id}")
-        return replace(_close_reply(entry, content, status, reason, usage))
+        replies.check_can_finish(entry.conversation, reply_to)
+        message = self._close_reply(entry, content, status, reason, usage, reason_code)
+        return replace(message)
 
     async def set_summary(
         self, owner_id: str, conversation_id: str, *, summary: str, through_seq: int
@@ -249,11 +259,37 @@ class MemoryStore(Store):
     async def recover_open_replies(self, reason: str = RECOVERED_REASON) -> int:
         open_entries = [e for e in self._entries.values() if e.conversation.open_reply_to]
         for entry in open_entries:
-            _close_reply(entry, "", "incomplete", reason, None)
+            self._close_reply(entry, "", "incomplete", reason, None)
         return len(open_entries)
 
     async def integrity_check(self) -> str:
         return "ok"
+
+    def _close_reply(
+        self,
+        entry: _Entry,
+        content: str,
+        status: MessageStatus,
+        reason: str | None,
+        usage: Usage | None,
+        reason_code: str | None = None,
+    ) -> Message:
+        conversation = entry.conversation
+        assert conversation.open_reply_to is not None
+        message = replies.assistant_message(
+            conversation,
+            content=content,
+            status=status,
+            reason=reason,
+            usage=replace(usage) if usage is not None else None,
+            now=self._clock(),
+            new_id=self._new_id,
+            reason_code=reason_code,
+        )
+        entry.messages.append(message)
+        entry.by_reply_to[conversation.open_reply_to] = message
+        entry.conversation = replies.after_reply(conversation, message)
+        return message
 
 
 def _copy(conversation: Conversation) -> Conversation:
@@ -262,36 +298,3 @@ def _copy(conversation: Conversation) -> Conversation:
         metadata=copy.deepcopy(conversation.metadata),
         usage=replace(conversation.usage),
     )
-
-
-def _close_reply(
-    entry: _Entry,
-    content: str,
-    status: MessageStatus,
-    reason: str | None,
-    usage: Usage | None,
-) -> Message:
-    conversation = entry.conversation
-    now = time.time()
-    assert conversation.open_reply_to is not None
-    message = Message(
-        id=new_id("msg"),
-        conversation_id=conversation.id,
-        seq=len(entry.messages) + 1,
-        role="assistant",
-        content=content,
-        status=status,
-        created_at=now,
-        reply_to=conversation.open_reply_to,
-        reason=reason,
-        usage=usage,
-    )
-    entry.messages.append(message)
-    entry.by_reply_to[conversation.open_reply_to] = message
-    conversation.open_reply_to = None
-    conversation.message_count += 1
-    conversation.last_activity = conversation.updated_at = now
-    if usage is not None:
-        conversation.usage.prompt_tokens += usage.prompt_tokens
-        conversation.usage.completion_tokens += usage.completion_tokens
-    return message

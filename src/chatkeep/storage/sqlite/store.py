@@ -3,6 +3,10 @@
 Writes go through one writer connection (`GroupCommitter`); reads use a small
 pool of reader connections, which WAL lets run while a write commits. Every
 statement runs on a connection's own thread, never on the event loop.
+
+`open` locks the data directory (`lock.DataDirLock`) before it touches the database,
+then refuses a damaged file (`integrity`), then migrates: nothing, recovery included,
+runs on a database another process is using or one that is broken.
 """
 
 from __future__ import annotations
@@ -10,11 +14,13 @@ from __future__ import annotations
 import itertools
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import orjson
 
+from chatkeep.domain import replies
 from chatkeep.domain.records import (
     Conversation,
     ConversationStatus,
@@ -23,7 +29,7 @@ from chatkeep.domain.records import (
     Page,
     Usage,
 )
-from chatkeep.errors import NotFound, ReplyInProgress, StorageError
+from chatkeep.errors import NotFound
 from chatkeep.storage.base import (
     RECOVERED_REASON,
     UNSET,
@@ -33,22 +39,26 @@ from chatkeep.storage.base import (
     encode_cursor,
     new_id,
 )
-from chatkeep.storage.group_commit import GroupCommitter
-from chatkeep.storage.sqlite_rows import (
+from chatkeep.storage.sqlite import integrity
+from chatkeep.storage.sqlite.connection import ThreadedConnection
+from chatkeep.storage.sqlite.errors import driver_errors
+from chatkeep.storage.sqlite.group_commit import GroupCommitter
+from chatkeep.storage.sqlite.lock import DataDirLock
+from chatkeep.storage.sqlite.rows import (
     CONVERSATION_COLUMNS,
     MESSAGE_COLUMNS,
     conversation_from_row,
     message_from_row,
 )
-from chatkeep.storage.sqlite_schema import migrate
-from chatkeep.storage.sqlite_statements import (
+from chatkeep.storage.sqlite.schema import migrate
+from chatkeep.storage.sqlite.statements import (
     close_reply,
     find_replay,
     insert_message,
     load_conversation,
     require_conversation,
+    save_conversation_counters,
 )
-from chatkeep.storage.sqlite_thread import ThreadedConnection
 
 DATABASE_FILE = "chatkeep.sqlite3"
 
@@ -63,8 +73,13 @@ class SQLiteStore(Store):
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         busy_timeout_ms: int = 5000,
         readers: int = 2,
+        clock: Callable[[], float] = time.time,
+        new_id: Callable[[str], str] = new_id,
     ) -> None:
         self.path = path
+        self._clock = clock
+        self._new_id = new_id
+        self._lock = DataDirLock(path.parent)
         pragmas = [
             f"PRAGMA busy_timeout = {int(busy_timeout_ms)}",
             "PRAGMA journal_mode = WAL",
@@ -81,23 +96,39 @@ class SQLiteStore(Store):
         self._open = False
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Lock the data directory, check the file, migrate, connect the readers.
+
+        Raises `DataDirLocked` when another process uses the directory and
+        `DatabaseDamaged` when the file fails ``PRAGMA quick_check``; either way
+        nothing was written.
+        """
         try:
-            await self._writer.connect()
-            await self._writer.run(migrate)
-            for reader in self._readers:
-                await reader.connect()
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot open {self.path}: {exc}") from exc
+            self._lock.acquire()
+            with driver_errors(f"opening {self.path}"):
+                await self._writer.connect()
+                findings = await self._writer.run(integrity.check)
+                if findings:
+                    raise integrity.damaged(self.path, findings)
+                await self._writer.run(migrate)
+                for reader in self._readers:
+                    await reader.connect()
+        except BaseException:
+            await self._close_connections()
+            self._lock.release()
+            raise
         self._committer.observer = self.commit_observer
         self._committer.start()
         self._open = True
 
     async def close(self) -> None:
         await self._committer.close()
+        await self._close_connections()
+        self._lock.release()
+        self._open = False
+
+    async def _close_connections(self) -> None:
         for connection in [*self._readers, self._writer]:
             await connection.close()
-        self._open = False
 
     def stats(self) -> dict[str, Any]:
         commits, writes = self.commit_stats
@@ -116,10 +147,8 @@ class SQLiteStore(Store):
         return self._committer.commits, self._committer.writes
 
     async def _read(self, fn: Any) -> Any:
-        try:
+        with driver_errors("read"):
             return await next(self._next_reader).run(fn)
-        except sqlite3.Error as exc:
-            raise StorageError(f"read failed: {exc}") from exc
 
     # -- conversations -------------------------------------------------------------
 
@@ -132,9 +161,9 @@ class SQLiteStore(Store):
         system_prompt: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> Conversation:
-        now = time.time()
+        now = self._clock()
         conversation = Conversation(
-            id=new_id("conv"),
+            id=self._new_id("conv"),
             owner_id=owner_id,
             title=title,
             model=model,
@@ -222,7 +251,7 @@ class SQLiteStore(Store):
 
         def update(conn: sqlite3.Connection) -> Conversation:
             load_conversation(conn, owner_id, conversation_id)
-            changes["updated_at"] = time.time()
+            changes["updated_at"] = self._clock()
             assignments = ", ".join(f"{column} = ?" for column in changes)
             conn.execute(
                 f"UPDATE conversations SET {assignments} WHERE id = ? AND owner_id = ?",
@@ -235,6 +264,8 @@ class SQLiteStore(Store):
 
     async def delete_conversation(self, owner_id: str, conversation_id: str) -> None:
         def delete(conn: sqlite3.Connection) -> None:
+            # Checked in the transaction that deletes: a reply cannot open in between.
+            replies.check_can_delete(load_conversation(conn, owner_id, conversation_id))
             cursor = conn.execute(
                 "DELETE FROM conversations WHERE id = ? AND owner_id = ?",
                 (conversation_id, owner_id),
@@ -300,11 +331,15 @@ class SQLiteStore(Store):
         return [message_from_row(row) for row in rows]
 
     async def find_send(
-        self, owner_id: str, conversation_id: str, client_message_id: str
+        self,
+        owner_id: str,
+        conversation_id: str,
+        client_message_id: str,
+        fingerprint: str | None = None,
     ) -> ReplyStart | None:
         def find(conn: sqlite3.Connection) -> ReplyStart | None:
             conversation = load_conversation(conn, owner_id, conversation_id)
-            return find_replay(conn, conversation, client_message_id)
+            return find_replay(conn, conversation, client_message_id, fingerprint)
 
         found: ReplyStart | None = await self._read(find)
         return found
@@ -316,39 +351,26 @@ class SQLiteStore(Store):
         *,
         content: str,
         client_message_id: str | None,
+        fingerprint: str | None = None,
     ) -> ReplyStart:
         def begin(conn: sqlite3.Connection) -> ReplyStart:
             conversation = load_conversation(conn, owner_id, conversation_id)
             if client_message_id is not None:
-                replay = find_replay(conn, conversation, client_message_id)
+                replay = find_replay(conn, conversation, client_message_id, fingerprint)
                 if replay is not None:
                     return replay
-            if conversation.open_reply_to is not None:
-                raise ReplyInProgress(
-                    f"conversation {conversation_id} is still generating a reply; "
-                    "wait for it to finish (or resume its stream) before sending again"
-                )
-            now = time.time()
-            message = Message(
-                id=new_id("msg"),
-                conversation_id=conversation_id,
-                seq=conversation.message_count + 1,
-                role="user",
+            replies.check_can_begin(conversation)
+            message = replies.user_message(
+                conversation,
                 content=content,
-                status="complete",
-                created_at=now,
                 client_message_id=client_message_id,
+                now=self._clock(),
+                new_id=self._new_id,
             )
-            insert_message(conn, message)
-            conn.execute(
-                "UPDATE conversations SET message_count = message_count + 1, "
-                "last_activity = ?, updated_at = ?, open_reply_to = ? WHERE id = ?",
-                (now, now, message.id, conversation_id),
-            )
-            conversation.message_count += 1
-            conversation.last_activity = conversation.updated_at = now
-            conversation.open_reply_to = message.id
-            return ReplyStart(conversation, message, replayed=False)
+            insert_message(conn, message, fingerprint)
+            opened = replies.after_send(conversation, message)
+            save_conversation_counters(conn, opened)
+            return ReplyStart(opened, message, replayed=False)
 
         start: ReplyStart = await self._committer.write(begin)
         return start
@@ -363,12 +385,23 @@ class SQLiteStore(Store):
         status: MessageStatus,
         reason: str | None = None,
         usage: Usage | None = None,
+        reason_code: str | None = None,
     ) -> Message:
         def finish(conn: sqlite3.Connection) -> Message:
             conversation = load_conversation(conn, owner_id, conversation_id)
-            if conversation.open_reply_to != reply_to:
-                raise StorageError(f"no reply to {reply_to} is open in {conversation_id}")
-            return close_reply(conn, conversation, content, status, reason, usage)
+            replies.check_can_finish(conversation, reply_to)
+            message = replies.assistant_message(
+                conversation,
+                content=content,
+                status=status,
+                reason=reason,
+                usage=usage,
+                now=self._clock(),
+                new_id=self._new_id,
+                reason_code=reason_code,
+            )
+            close_reply(conn, conversation, message)
+            return message
 
         message: Message = await self._committer.write(finish)
         return message
@@ -390,13 +423,24 @@ class SQLiteStore(Store):
             rows = conn.execute(
                 f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE open_reply_to IS NOT NULL"
             ).fetchall()
+            now = self._clock()
             for row in rows:
-                close_reply(conn, conversation_from_row(row), "", "incomplete", reason, None)
+                conversation = conversation_from_row(row)
+                message = replies.assistant_message(
+                    conversation,
+                    content="",
+                    status="incomplete",
+                    reason=reason,
+                    usage=None,
+                    now=now,
+                    new_id=self._new_id,
+                )
+                close_reply(conn, conversation, message)
             return len(rows)
 
         recovered: int = await self._committer.write(recover)
         return recovered
 
     async def integrity_check(self) -> str:
-        rows = await self._read(lambda conn: conn.execute("PRAGMA integrity_check").fetchall())
-        return "\n".join(str(row[0]) for row in rows)
+        findings: list[str] = await self._read(lambda conn: integrity.check(conn, full=True))
+        return "\n".join(findings) or "ok"

@@ -17,7 +17,7 @@ CONVERSATION_COLUMNS = (
 
 MESSAGE_COLUMNS = (
     "id, conversation_id, seq, role, content, status, created_at, client_message_id, "
-    "reply_to, reason, prompt_tokens, completion_tokens"
+    "reply_to, reason, prompt_tokens, completion_tokens, reason_code"
 )
 
 
@@ -57,6 +57,7 @@ def message_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Message:
         reply_to=row[8],
         reason=row[9],
         usage=usage,
+        reason_code=row[12],
     )
 
 
@@ -76,4 +77,5 @@ def message_values(message: Message) -> tuple[Any, ...]:
         message.reason,
         usage.prompt_tokens if usage else None,
         usage.completion_tokens if usage else None,
+        message.reason_code,
     )

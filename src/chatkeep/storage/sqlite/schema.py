@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from chatkeep.errors import StorageError
+
 MIGRATIONS: list[str] = [
     # 1: conversations and messages.
     """
@@ -55,6 +57,14 @@ MIGRATIONS: list[str] = [
     CREATE INDEX messages_by_reply_to
         ON messages (conversation_id, reply_to) WHERE reply_to IS NOT NULL;
     """,
+    # 2: the fingerprint of a send's request, kept with its client_message_id, so a key
+    # reused for a different message is refused instead of replayed (older rows keep NULL
+    # and replay as before); the error code of an incomplete reply, so a replay reports
+    # the same cause as the live answer did.
+    """
+    ALTER TABLE messages ADD COLUMN fingerprint TEXT;
+    ALTER TABLE messages ADD COLUMN reason_code TEXT;
+    """,
 ]
 
 
@@ -68,7 +78,7 @@ def migrate(connection: sqlite3.Connection) -> int:
     """Apply the missing migrations, each in its own transaction; return the new version."""
     version = schema_version(connection)
     if version > len(MIGRATIONS):
-        raise RuntimeError(
+        raise StorageError(
             f"database schema version {version} is newer than this chatkeep "
             f"({len(MIGRATIONS)}); upgrade chatkeep"
         )
