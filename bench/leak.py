@@ -6,9 +6,10 @@ Three parts (each selectable; all run when none is named):
     ``--requests`` (20 000) requests of the mixed chat workload (`leak_workload`) without
     a leak: the verdict and slope at the end, and every ``--poll-every`` requests.
 ``--leak``
-    The same workload with ``CHATKEEP_TEST_LEAK_BYTES_PER_REQUEST`` (4096): the request
-    count at which the verdict first read ``growing``, the final verdict and slope, and the
-    lines a short ``POST /admin/memory/profile`` names.
+    The same workload on a server that leaks ``--leak-bytes`` (4096) per request (the
+    wrapper in ``tests/e2e/leaky_server.py``): the request count at which the verdict first
+    read ``growing``, the final verdict and slope, and the lines a short
+    ``POST /admin/memory/profile`` names.
 ``--profile``
     Throughput, server CPU per request and RSS in a window with a profile running,
     between two windows without one; and the ``cost`` the endpoint reports.
@@ -44,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from chatkeep.storage.sqlite import DATABASE_FILE
+from leak_checkpoints import REPO, leaky_command
 from leak_workload import ChatWorkload, DriveResult
 from memory_clients import get_json, post_json, session
 from memory_server import (
@@ -188,11 +190,11 @@ async def drive_and_poll(
 
 async def trend_run(leak_bytes: int, requests: int, args: argparse.Namespace) -> dict[str, Any]:
     """One server on prefilled conversations, ``requests`` requests, the verdict polled."""
-    env = {**args.env, **SAMPLING_ENV, "CHATKEEP_TEST_LEAK_BYTES_PER_REQUEST": str(leak_bytes)}
+    env = {"PYTHONPATH": str(REPO), **args.env, **SAMPLING_ENV}
     rev = revision()
     with tempfile.TemporaryDirectory(prefix="chatkeep-bench-") as tmp:
         data_dir, ids = prefill(Path(tmp) / f"leak-{leak_bytes}", args)
-        server = Server(data_dir, env)
+        server = Server(data_dir, env, leaky_command(leak_bytes))
         server.start()
         try:
             result = await drive_and_poll(server, ids, leak_bytes, requests, args)

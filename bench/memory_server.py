@@ -60,10 +60,20 @@ def raise_fd_limit(wanted: int) -> int:
 
 
 class Server:
-    """One ``python -m chatkeep serve`` child process on a free loopback port."""
+    """One ``python -m chatkeep serve`` child process on a free loopback port.
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+    ``command`` replaces ``-m chatkeep`` before ``serve --port N`` (`leak.py` runs the
+    leaking wrapper of ``tests/e2e/leaky_server.py`` this way).
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        env: dict[str, str] | None = None,
+        command: Sequence[str] = ("-m", "chatkeep"),
+    ) -> None:
         self.data_dir = data_dir
+        self.command = tuple(command)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # Logs outlive the temporary data directory, for a look after a failed run.
@@ -83,7 +93,7 @@ class Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "chatkeep", "serve", "--port", str(self.port)],
+                [sys.executable, *self.command, "serve", "--port", str(self.port)],
                 env=self._env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

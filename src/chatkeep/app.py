@@ -28,7 +28,6 @@ from chatkeep.api.metrics import Metrics, MetricsMiddleware, metrics_endpoint
 from chatkeep.api.state import AppState
 from chatkeep.cache.working_set import WorkingSet
 from chatkeep.errors import UnknownModel
-from chatkeep.leak_hook import LeakEveryRequest
 from chatkeep.memory.watch import MemoryWatch, build_memory_watch
 from chatkeep.providers.registry import ProviderRegistry
 from chatkeep.service.job_queue import BoundedJobQueue
@@ -189,12 +188,6 @@ def create_app(
     app.add_route("/healthz", health.healthz, methods=["GET"])
     app.add_route("/readyz", health.readyz, methods=["GET"])
     app.add_route("/metrics", metrics_endpoint, methods=["GET"])
-    if settings.test_leak_bytes_per_request:
-        logger.warning(
-            "TEST LEAK ENABLED: every request retains %d bytes",
-            settings.test_leak_bytes_per_request,
-        )
-        app.add_middleware(LeakEveryRequest, bytes_per_request=settings.test_leak_bytes_per_request)
     # Added last = outermost: requests refused for their size are counted too.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics, on_request=watch.sampler.record_request)

@@ -162,9 +162,6 @@ class Settings(BaseSettings):
     memory_profile_max_seconds: float = Field(default=60.0, gt=0)
     memory_profile_max_top: int = Field(default=100, ge=1)
 
-    # Test-only: retain this many bytes per request, to prove leaks are caught (0 = off).
-    test_leak_bytes_per_request: int = Field(default=0, ge=0)
-
     # Administration: /admin needs this bearer token; without one, only loopback reaches it.
     admin_token: str | None = None
     sse_ping_seconds: float = Field(default=15.0, gt=0)

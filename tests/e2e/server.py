@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -21,14 +22,40 @@ def free_port() -> int:
         return port
 
 
-class ServerProcess:
-    """One ``python -m chatkeep serve`` child process on a free port."""
+REPO = Path(__file__).resolve().parents[2]
+#: The command line of the real server, before ``serve``.
+CHATKEEP = ("-m", "chatkeep")
 
-    def __init__(self, data_dir: Path, *, env: dict[str, str] | None = None) -> None:
+
+def leaky(bytes_per_request: int) -> tuple[str, ...]:
+    """The command line, before ``serve``, of a server that leaks ``bytes_per_request``."""
+    return ("-m", "tests.e2e.leaky_server", "--bytes-per-request", str(bytes_per_request))
+
+
+class ServerProcess:
+    """One ``python -m chatkeep serve`` child process on a free port.
+
+    ``command`` replaces ``-m chatkeep`` (for example with `leaky`); ``serve --port N`` follows.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        env: dict[str, str] | None = None,
+        command: Sequence[str] = CHATKEEP,
+    ) -> None:
         self.data_dir = data_dir
+        self.command = tuple(command)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._env = {**os.environ, "CHATKEEP_DATA_DIR": str(data_dir), **(env or {})}
+        self._env = {
+            **os.environ,
+            # `python -m tests.e2e.leaky_server` needs the repository on the path.
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+            "CHATKEEP_DATA_DIR": str(data_dir),
+            **(env or {}),
+        }
         self.process: subprocess.Popen[bytes] | None = None
         self.log = data_dir.parent / f"server-{self.port}.log"
 
@@ -37,7 +64,7 @@ class ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "chatkeep", "serve", "--port", str(self.port)],
+                [sys.executable, *self.command, "serve", "--port", str(self.port)],
                 env=self._env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

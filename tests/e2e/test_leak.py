@@ -1,5 +1,8 @@
 """A real server with a deliberate leak reads `growing` and the profiler names the line;
-the same run without the leak reads `stable`."""
+the same run without the leak reads `stable`.
+
+The leak is not in the product: `tests.e2e.leaky_server` runs the real ``serve`` command with
+the application wrapped in a middleware that keeps a buffer per request."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.server import CLEAN_EXIT, ServerProcess
+from tests.e2e.server import CHATKEEP, CLEAN_EXIT, ServerProcess, leaky
 
 pytestmark = pytest.mark.e2e
 
@@ -33,8 +36,8 @@ async def _drive(client: httpx.AsyncClient, requests: int, concurrency: int = 8)
 async def _run(
     tmp_path: Path, leak_bytes: int, *, profile: bool
 ) -> tuple[dict[str, object], dict[str, object]]:
-    env = {**MEMORY_ENV, "CHATKEEP_TEST_LEAK_BYTES_PER_REQUEST": str(leak_bytes)}
-    server = ServerProcess(tmp_path / f"data-{leak_bytes}", env=env)
+    command = leaky(leak_bytes) if leak_bytes else CHATKEEP
+    server = ServerProcess(tmp_path / f"data-{leak_bytes}", env=MEMORY_ENV, command=command)
     server.start()
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
@@ -61,7 +64,7 @@ async def test_leak_reads_growing_and_profiler_names_the_line(tmp_path: Path) ->
     assert float(trend["slope_per_request"]) > 2048
     top = profile["top"]
     assert isinstance(top, list) and top
-    assert any(str(line["file"]).endswith("leak_hook.py") for line in top[:3]), top
+    assert any(str(line["file"]).endswith("leaky_server.py") for line in top[:3]), top
 
 
 async def test_no_leak_reads_stable(tmp_path: Path) -> None:
