@@ -406,7 +406,15 @@ def test_snapshot_is_json_and_carries_the_trend() -> None:
         return MemoryReading(rss["now"], rss["now"] // 2 if want_uss else None)
 
     sampler = MemorySampler(read=read, clock=clock, window=256, uss_every=10)
-    governor = MemoryGovernor(BUDGET, sampler, clock=clock, gc_collect=lambda: 0, malloc_trim=None)
+    # A budget of 1 MB: growth is judged without the resolution of a real process's RSS.
+    governor = MemoryGovernor(
+        BUDGET,
+        sampler,
+        clock=clock,
+        gc_collect=lambda: 0,
+        malloc_trim=None,
+        trend_min_growth_bytes=0,
+    )
     for _ in range(200):
         for _ in range(10):
             sampler.record_request()
@@ -470,7 +478,8 @@ def test_a_cache_filling_to_its_bound_is_not_a_leak() -> None:
     cache = FillingCache()
     base = 50_000_000
     sampler = MemorySampler(read=lambda want_uss: MemoryReading(base + cache.held), window=512)
-    governor = MemoryGovernor(10**10, sampler, malloc_trim=None)
+    # 400 B/request over 1 600 requests judged: below an RSS step, so judged without one.
+    governor = MemoryGovernor(10**10, sampler, malloc_trim=None, trend_min_growth_bytes=0)
     governor.register(cache)
     for n in range(400):
         cache.held = n * 4096  # grows 4 KiB a request, as a leak would
@@ -494,3 +503,79 @@ def test_warm_up_requests_never_enter_the_verdict() -> None:
             sampler.record_request()
         sampler.sample()
     assert governor.trend().verdict == "stable"
+
+
+class CreateAndSendServer:
+    """A server under the create-and-send workload, as the governor sees it.
+
+    Every request adds ``held`` bytes to a registered cache that reports them exactly (new
+    conversations fill the working set, far from its bound), and ``leak`` bytes nothing
+    reports. RSS follows both, but only in whole 1 MiB steps, as CPython maps its arenas;
+    SQLite's page cache fills over the first requests and is reported too.
+    """
+
+    ARENA = 1024 * 1024
+
+    def __init__(self, leak: int, held: int = 1200) -> None:
+        self.leak = leak
+        self.held = held
+        self.requests = 0
+        self.sampler = MemorySampler(read=self.read, window=1024, every_requests=100)
+        # The defaults chatkeep serves with: 1000 warm-up requests, the governor's own
+        # least growth.
+        self.governor = MemoryGovernor(10**10, self.sampler, trend_warmup_requests=1000)
+        self.cache = _Reported("working_set", lambda: self.requests * self.held)
+        self.sqlite = _Reported("sqlite", lambda: min(2_400_000, 400_000 + 700 * self.requests))
+        self.governor.register(self.cache)
+        self.governor.register(self.sqlite)
+
+    def read(self, want_uss: bool) -> MemoryReading:
+        true = 60 * self.ARENA + self.cache.nbytes() + self.sqlite.nbytes()
+        true += self.leak * self.requests
+        return MemoryReading(-(-true // self.ARENA) * self.ARENA)
+
+    def run_to(self, requests: int) -> str:
+        while self.requests < requests:
+            self.requests += 1
+            self.sampler.record_request()
+            if self.requests % self.sampler.every_requests == 0:
+                self.sampler.sample()
+        return self.governor.trend().verdict
+
+
+class _Reported:
+    def __init__(self, name: str, nbytes: Any) -> None:
+        self.name = name
+        self._nbytes = nbytes
+
+    def nbytes(self) -> int:
+        return int(self._nbytes())
+
+    def reclaim(self, fraction: float) -> int:
+        return 0
+
+
+CHECKPOINTS = [3000, 6000, 9000, 12000, 15000, 18000, 20000]
+
+
+@pytest.mark.parametrize("held", [100, 300, 1200])
+def test_no_leak_reads_stable_at_every_checkpoint_although_rss_moves_in_steps(held: int) -> None:
+    # Between two arenas the residual falls by what the cache reports and then jumps back:
+    # a sawtooth that must not read as a trend either way.
+    server = CreateAndSendServer(leak=0, held=held)
+    verdicts = {n: server.run_to(n) for n in CHECKPOINTS}
+    assert set(verdicts.values()) == {"stable"}, verdicts
+
+
+def test_a_4kib_leak_reads_growing_within_3000_requests() -> None:
+    server = CreateAndSendServer(leak=4096)
+    assert server.run_to(3000) == "growing"
+    assert all(server.run_to(n) == "growing" for n in CHECKPOINTS[1:])
+
+
+@pytest.mark.parametrize("held", [300, 1200])
+def test_a_512_byte_leak_reads_growing_within_20000_requests(held: int) -> None:
+    server = CreateAndSendServer(leak=512, held=held)
+    verdicts = {n: server.run_to(n) for n in CHECKPOINTS}
+    assert verdicts[20000] == "growing", verdicts
+    assert "shrinking" not in verdicts.values(), verdicts

@@ -208,6 +208,7 @@ def test_as_dict_is_json_ready() -> None:
         ({"recent_fraction": 0.0}, "recent_fraction"),
         ({"min_samples": 2}, "min_samples"),
         ({"alpha": 0.0}, "alpha"),
+        ({"min_growth_bytes": -1.0}, "min_growth_bytes"),
     ],
 )
 def test_bad_options_are_refused(kwargs: dict[str, Any], message: str) -> None:
@@ -254,3 +255,60 @@ def test_theil_sen_ignores_outliers() -> None:
 
 def _sign(value: float) -> int:
     return (value > 0) - (value < 0)
+
+
+# -- resolution: RSS moves in steps -----------------------------------------------------
+
+ARENA = 1 * MiB
+RESOLUTION = 2 * ARENA
+
+
+def one_step(at: int, noise: float, seed: int) -> tuple[list[int], list[float]]:
+    """Flat memory sampled every 25 requests up to 3000, one arena mapped at ``at``."""
+    rng = random.Random(seed)
+    requests = list(range(0, 3001, 25))
+    return requests, [
+        BASE + (ARENA if r >= at else 0) + rng.uniform(-noise, noise) for r in requests
+    ]
+
+
+@pytest.mark.parametrize("at", [1500, 2000, 2300, 2400, 2500, 2800])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_one_arena_step_is_not_a_leak(at: int, seed: int) -> None:
+    requests, values = one_step(at, 20 * KiB, seed)
+    result = analyze_trend(requests, values, min_growth_bytes=RESOLUTION)
+    assert result.verdict == "stable", result
+
+
+def test_without_the_resolution_one_arena_step_reads_growing() -> None:
+    # What the resolution rule is for: the same step mid-span, judged on slope and p alone,
+    # reads as ~1 KB/request over the 1 200 requests judged.
+    requests, values = one_step(2400, 20 * KiB, 1)
+    assert analyze_trend(requests, values).verdict == "growing"
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_fast_leak_clears_the_resolution_in_a_short_span(seed: int) -> None:
+    # 4 KiB a request, sampled every 100 requests up to 3000, RSS in whole arenas.
+    rng = random.Random(seed)
+    requests = list(range(1000, 3001, 100))
+    values = [
+        BASE + -(-(4 * KiB * r + rng.uniform(0, 200 * KiB)) // ARENA) * ARENA for r in requests
+    ]
+    assert analyze_trend(requests, values, min_growth_bytes=RESOLUTION).verdict == "growing"
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_slow_leak_reads_growing_once_its_growth_clears_the_resolution(seed: int) -> None:
+    def leak(r: int) -> float:
+        return BASE + 512 * r
+
+    # 2 000 requests judged of 5 000: 1 MB grown, not yet told from a step.
+    requests, values = series(leak, samples=50, every=100, noise=50 * KiB, seed=seed)
+    early = analyze_trend(requests, values, min_growth_bytes=RESOLUTION)
+    assert early.verdict == "stable"
+    # 8 000 judged of 20 000: 4 MB, a leak.
+    requests, values = series(leak, samples=200, every=100, noise=50 * KiB, seed=seed)
+    late = analyze_trend(requests, values, min_growth_bytes=RESOLUTION)
+    assert late.verdict == "growing"
+    assert late.slope_per_request == pytest.approx(512, rel=0.1)

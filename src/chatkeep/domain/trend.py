@@ -24,6 +24,15 @@ The statistics are chosen to survive what RSS series actually look like:
 * **Practical significance** — a statistically certain slope of a few bytes per request is
   not a leak worth waking anyone for: ``growing`` needs both ``p < alpha`` and a slope of at
   least ``min_slope_per_request`` bytes per request (``shrinking`` symmetrically).
+* **Resolution** — RSS does not move smoothly: CPython's object allocator maps arenas of
+  1 MiB at a time, glibc grows its heap in steps and keeps what was freed, SQLite fills its
+  page caches a page at a time. One such step inside a short judged span is a steep slope
+  (1 MiB over 800 requests is 1.3 KB/request) that says nothing about leaking. So
+  ``growing`` also needs the judged growth, slope times the span of requests judged, to reach
+  ``min_growth_bytes``; the governor asks for 2 MiB, two arenas, the least growth that
+  cannot be one step taken early. A fast leak passes it within a short span (4 KiB/request
+  over 800 requests is 3.3 MiB), a slow one once the span is long enough (512 B/request
+  needs about 4 000 requests judged); a step never does. ``shrinking`` mirrors it.
 * **Retained baseline** — a garbage-collected heap saws up and down: it grows between
   collections and drops back. Inside each tooth memory rises, and a test on the raw series can
   find a significant upward slope although nothing is kept. So ``growing`` is also required
@@ -86,15 +95,19 @@ def analyze_trend(
     alpha: float = 0.01,
     min_slope_per_request: float = 256.0,
     recent_fraction: float = 0.5,
+    min_growth_bytes: float = 0.0,
 ) -> TrendResult:
     """Judge whether ``values`` (bytes) grow with ``requests`` (requests served so far).
 
-    ``times`` (seconds, any origin) add a slope per hour. Samples need not be sorted; they
-    are ordered by requests (then time). Warm-up and the recent part are fractions of the
-    *request span*, not of the sample count, so that samples taken while idle (many at the
-    same request count) do not stretch or shrink them.
+    ``times`` (seconds, any origin) add a slope per hour. ``min_growth_bytes`` (0: off) is
+    the least growth over the judged span that may read ``growing`` (see Resolution above).
+    Samples need not be sorted; they are ordered by requests (then time). Warm-up and the
+    recent part are fractions of the *request span*, not of the sample count, so that
+    samples taken while idle (many at the same request count) do not stretch or shrink them.
     """
     _validate(requests, values, times, warmup_fraction, min_samples, alpha, recent_fraction)
+    if not min_growth_bytes >= 0.0:
+        raise ValueError("min_growth_bytes must not be negative")
     order = sorted(
         range(len(requests)),
         key=lambda i: (requests[i], times[i] if times is not None else 0.0, i),
@@ -114,14 +127,16 @@ def analyze_trend(
 
     slope = theil_sen_slope(xs, ys)
     p_value = mann_kendall_p(xs, ys)
+    # The least slope worth reporting: practically significant, and beyond one step of RSS.
+    least = max(min_slope_per_request, min_growth_bytes / (xs[-1] - xs[0]))
     verdict: Verdict = "stable"
-    if p_value < alpha and slope >= min_slope_per_request:
+    if p_value < alpha and slope >= least:
         baseline = theil_sen_slope(xs, _suffix_extreme(ys, min))
-        if baseline >= min_slope_per_request:
+        if baseline >= least:
             verdict = "growing"
-    elif p_value < alpha and slope <= -min_slope_per_request:
+    elif p_value < alpha and slope <= -least:
         ceiling = theil_sen_slope(xs, _suffix_extreme(ys, max))
-        if ceiling <= -min_slope_per_request:
+        if ceiling <= -least:
             verdict = "shrinking"
     return TrendResult(verdict, slope, _per_hour(ts, ys), 1.0 - p_value, p_value, n)
 

@@ -47,6 +47,10 @@ _LEVEL: dict[Tier, int] = {tier: level for level, tier in enumerate(TIERS)}
 #: (or jumps past them); ``evict`` counts reclaim rounds and ``reclaim_error`` structures that
 #: failed in one; ``gc`` and ``trim`` count calls, ``gc_throttled`` collections skipped to stay
 #: within the time share.
+#: The least growth over the judged span that reads ``growing``: two of CPython's 1 MiB
+#: allocator arenas, more than one step of RSS (see `chatkeep.domain.trend`, Resolution).
+TREND_MIN_GROWTH_BYTES = 2 * 1024 * 1024
+
 ACTIONS = ("warn", "evict", "reclaim_error", "gc", "gc_throttled", "trim", "shed", "critical")
 
 
@@ -111,6 +115,7 @@ class MemoryGovernor:
         gc_time_share: float = 0.02,
         retry_after_seconds: float = 5.0,
         trend_warmup_requests: int = 0,
+        trend_min_growth_bytes: int = TREND_MIN_GROWTH_BYTES,
         clock: Callable[[], float] = time.monotonic,
         gc_collect: Callable[[], object] = gc.collect,
         malloc_trim: MallocTrim | Literal["auto"] | None = "auto",
@@ -129,6 +134,7 @@ class MemoryGovernor:
         self.gc_time_share = gc_time_share
         self.retry_after_seconds = retry_after_seconds
         self.trend_warmup_requests = trend_warmup_requests
+        self.trend_min_growth_bytes = trend_min_growth_bytes
         self._clock = clock
         self._gc_collect = gc_collect
         self._malloc_trim = load_malloc_trim() if malloc_trim == "auto" else malloc_trim
@@ -194,6 +200,11 @@ class MemoryGovernor:
         if structure.name in self._structures:
             raise ValueError(f"a structure named {structure.name!r} is already registered")
         self._structures[structure.name] = structure
+
+    @property
+    def registered(self) -> dict[str, Reclaimable]:
+        """The registered structures by name (a copy)."""
+        return dict(self._structures)
 
     def unregister(self, name: str) -> None:
         """Forget a structure; unknown names are ignored."""
@@ -312,12 +323,20 @@ class MemoryGovernor:
         samples = self._settled_samples()
         key = (len(samples), samples[-1].time if samples else 0.0)
         if self._trend_cache is None or self._trend_cache[0] != key:
-            self._trend_cache = (key, analyze_trend(*series(samples, unaccounted=True)))
+            self._trend_cache = (
+                key,
+                analyze_trend(
+                    *series(samples, unaccounted=True),
+                    min_growth_bytes=self.trend_min_growth_bytes,
+                ),
+            )
         return self._trend_cache[1]
 
     def rss_trend(self) -> TrendResult:
         """The trend of RSS itself, bounded structures included."""
-        return analyze_trend(*series(self._settled_samples()))
+        return analyze_trend(
+            *series(self._settled_samples()), min_growth_bytes=self.trend_min_growth_bytes
+        )
 
     def _settled_samples(self) -> list[MemorySample]:
         # The first requests of a process warm its allocator and imports up; they say

@@ -8,6 +8,7 @@ from chatkeep.memory.budget import resolve_budget
 from chatkeep.memory.governor import MemoryGovernor, TierThresholds
 from chatkeep.memory.profiler import MemoryProfiler
 from chatkeep.memory.sampler import MemorySampler
+from chatkeep.memory.sqlite_heap import load_sqlite_heap
 from chatkeep.settings import Settings
 
 
@@ -45,6 +46,11 @@ def build_memory_watch(settings: Settings) -> MemoryWatch:
         trend_warmup_requests=settings.memory_trend_warmup_requests,
         malloc_trim="auto" if settings.memory_malloc_trim else None,
     )
+    heap = load_sqlite_heap()
+    if heap is not None:
+        # SQLite's page caches are bounded but fill as the database grows; unreported,
+        # that filling would read as a leak.
+        governor.register(heap)
     profiler = MemoryProfiler(
         max_seconds=settings.memory_profile_max_seconds, max_top=settings.memory_profile_max_top
     )
