@@ -32,12 +32,10 @@ from functools import partial
 from chatkeep.cache.byte_lru import ByteLRU
 from chatkeep.cache.sizing import (
     CACHE_ENTRY,
-    POINTER,
-    TUPLE_HEADER,
     conversation_size,
     message_size,
     record_size,
-    text_size,
+    tuple_size,
 )
 from chatkeep.domain.records import Conversation, Message
 from chatkeep.domain.tokens import (
@@ -81,15 +79,13 @@ class WorkingEntry:
 def entry_size(entry: WorkingEntry) -> int:
     """Estimated bytes of ``entry`` in the cache, bookkeeping included.
 
-    Every string is counted, even ones that happen to be shared between records (a
-    conversation id repeated in each message), so the estimate errs high rather than low.
+    The cache key is the conversation record's own id string, so it is counted once, with
+    the record; the rules behind each part are in `chatkeep.cache.sizing`.
     """
     return (
         CACHE_ENTRY
-        + text_size(entry.conversation.id)  # the cache key
         + record_size(WorkingEntry)
-        + TUPLE_HEADER
-        + POINTER * len(entry.messages)
+        + tuple_size(len(entry.messages))
         + conversation_size(entry.conversation)
         + sum(message_size(message) for message in entry.messages)
     )
