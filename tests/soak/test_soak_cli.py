@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -86,3 +87,29 @@ def test_bad_options_exit_2(args: list[str], message: str) -> None:
     code, output = invoke(*args)
     assert code == 2
     assert message in " ".join(output.split())
+
+
+@pytest.fixture
+def no_matplotlib(monkeypatch: pytest.MonkeyPatch) -> None:
+    """matplotlib is not installed (it comes with the ``chatkeep[soak]`` extra)."""
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+
+
+@pytest.mark.usefixtures("no_matplotlib")
+def test_without_matplotlib_a_soak_still_runs(threaded_mimic: Mimic, tmp_path: Path) -> None:
+    report = tmp_path / "soak.json"
+    code, output = invoke(
+        "--url", threaded_mimic.url, "-n", "20", "--quiet", "--report", str(report),
+    )  # fmt: skip
+    assert code == 0, output
+    assert json.loads(report.read_text())["requests"] == 20
+
+
+@pytest.mark.usefixtures("no_matplotlib")
+def test_without_matplotlib_a_plot_is_refused_before_the_load(tmp_path: Path) -> None:
+    # Port 9 answers nothing: the refusal must come before any request is made.
+    code, output = invoke("--url", "http://127.0.0.1:9", "-n", "1", "--plot", "p.png")
+    assert code == 2
+    assert "chatkeep[soak]" in " ".join(output.split())

@@ -98,7 +98,8 @@ def soak(
         Path | None, typer.Option(help="Write the report here (.json, .yaml or .yml).")
     ] = None,
     plot: Annotated[
-        Path | None, typer.Option(help="Write a PNG plot here (memory and latency).")
+        Path | None,
+        typer.Option(help="Write a PNG plot here (memory and latency; needs chatkeep[soak])."),
     ] = None,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No live progress and no summary.")
@@ -141,6 +142,12 @@ def soak(
             raise typer.BadParameter(str(exc), param_hint="--report") from exc
     if plot is not None and plot.suffix.lower() != ".png":
         raise typer.BadParameter("the plot is a PNG: use a .png file name", param_hint="--plot")
+    if plot is not None and not plotting_available():
+        raise typer.BadParameter(
+            "the plot needs matplotlib, which comes with the soak extra: "
+            "pip install 'chatkeep[soak]' (or run without --plot)",
+            param_hint="--plot",
+        )
     if pid is not None and not psutil.pid_exists(pid):
         raise typer.BadParameter(f"no process with pid {pid}", param_hint="--pid")
 
@@ -159,6 +166,15 @@ def soak(
         for reason in result.failures:
             Console(stderr=True).print(f"[red]FAILED[/red]: {reason}", highlight=False)
         raise typer.Exit(1)
+
+
+def plotting_available() -> bool:
+    """True when matplotlib, an optional dependency (``chatkeep[soak]``), can be imported."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _run(make: Callable[[asyncio.Event], Coroutine[Any, Any, SoakReport]]) -> SoakReport:
