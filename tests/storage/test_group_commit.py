@@ -136,3 +136,24 @@ async def test_write_after_the_writer_died_fails_at_once(committer: GroupCommitt
             await committer.write(_insert(1))
     await committer.close()  # closing a dead committer is quiet
     assert committer.state is CommitterState.FAILED
+
+
+async def test_concurrent_closes_both_wait_for_the_queued_writes(
+    committer: GroupCommitter,
+) -> None:
+    queued = asyncio.ensure_future(committer.write(_insert(1)))
+    await asyncio.gather(committer.close(), committer.close())
+    assert queued.done() and queued.result() == 1
+    assert committer.state is CommitterState.CLOSED
+
+
+async def test_reads_and_writes_after_close_fail_at_once(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "db.sqlite3")
+    await store.open()
+    conversation = await store.create_conversation("o", model="echo")
+    await store.close()
+    async with asyncio.timeout(MUST_NOT_HANG):
+        with pytest.raises(StorageError):
+            await store.get_conversation("o", conversation.id)
+        with pytest.raises(StorageError):
+            await store.create_conversation("o", model="echo")

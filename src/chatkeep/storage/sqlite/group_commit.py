@@ -126,7 +126,7 @@ class GroupCommitter:
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         """The task ended: closed on purpose, or cancelled from outside (then FAILED)."""
-        if self._state is not CommitterState.CLOSING:
+        if self._state is CommitterState.RUNNING:
             self._state = CommitterState.FAILED
             error = None if task.cancelled() else task.exception()
             logger.error(
@@ -141,9 +141,8 @@ class GroupCommitter:
         if self._state is CommitterState.RUNNING:
             self._state = CommitterState.CLOSING
             self._wakeup.set()
-        task, self._task = self._task, None
-        if task is not None:
-            await asyncio.wait([task])
+        if self._task is not None:  # every caller waits, so none returns before the end
+            await asyncio.wait([self._task])
         if self._state is CommitterState.CLOSING or self._state is CommitterState.UNSTARTED:
             self._state = CommitterState.CLOSED
 

@@ -29,7 +29,7 @@ from chatkeep.domain.records import (
     Page,
     Usage,
 )
-from chatkeep.errors import NotFound
+from chatkeep.errors import NotFound, StorageError
 from chatkeep.storage.base import (
     RECOVERED_REASON,
     UNSET,
@@ -121,10 +121,11 @@ class SQLiteStore(Store):
         self._open = True
 
     async def close(self) -> None:
+        """Commit the queued writes, close every connection, release the lock. Safe twice."""
+        self._open = False
         await self._committer.close()
         await self._close_connections()
         self._lock.release()
-        self._open = False
 
     async def _close_connections(self) -> None:
         for connection in [*self._readers, self._writer]:
@@ -147,6 +148,8 @@ class SQLiteStore(Store):
         return self._committer.commits, self._committer.writes
 
     async def _read(self, fn: Any) -> Any:
+        if not self._open:  # a request racing the shutdown gets a 503, not a crash
+            raise StorageError("storage is closed")
         with driver_errors("read"):
             return await next(self._next_reader).run(fn)
 
