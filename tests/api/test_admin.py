@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 from typer.testing import CliRunner
 
 from chatkeep.cli import app as cli_app
@@ -33,6 +34,41 @@ async def test_non_loopback_without_token_is_refused(make_client: ClientFactory)
         response = await remote.get("/admin/stats")
     assert response.status_code == 401
     assert "CHATKEEP_ADMIN_TOKEN" in response.json()["error"]["message"]
+
+
+FORWARDING_HEADERS = {
+    "Forwarded": "for=203.0.113.7;proto=https",
+    "X-Forwarded-For": "203.0.113.7",
+    "X-Forwarded-Host": "chat.example.com",
+    "X-Forwarded-Proto": "https",
+    "X-Original-Forwarded-For": "203.0.113.7",
+    "X-Real-IP": "203.0.113.7",
+    "X-Client-IP": "203.0.113.7",
+    "True-Client-IP": "203.0.113.7",
+    "CF-Connecting-IP": "203.0.113.7",
+    "Fastly-Client-IP": "203.0.113.7",
+    "X-Cluster-Client-IP": "203.0.113.7",
+    "Via": "1.1 proxy.example.com",
+}
+
+
+@pytest.mark.parametrize("header", sorted(FORWARDING_HEADERS))
+async def test_loopback_through_a_proxy_is_refused_without_token(
+    client: httpx.AsyncClient, header: str
+) -> None:
+    # A reverse proxy on the same host connects from loopback; its header gives it away.
+    response = await client.get("/admin/stats", headers={header: FORWARDING_HEADERS[header]})
+    assert response.status_code == 401
+    assert "CHATKEEP_ADMIN_TOKEN" in response.json()["error"]["message"]
+
+
+async def test_token_is_accepted_through_a_proxy(make_client: ClientFactory) -> None:
+    client = await make_client(admin_token="s3cret")
+    response = await client.get(
+        "/admin/stats",
+        headers={"Authorization": "Bearer s3cret", "X-Forwarded-For": "203.0.113.7"},
+    )
+    assert response.status_code == 200
 
 
 async def test_token_required_when_configured(make_client: ClientFactory) -> None:

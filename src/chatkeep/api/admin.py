@@ -3,7 +3,9 @@
 With ``CHATKEEP_ADMIN_TOKEN`` set, every request needs ``Authorization: Bearer <token>``.
 Without one, only loopback clients get in (and `chatkeep serve` refuses to listen on a
 non-loopback address in that case), so an admin surface is never open to a network by
-accident.
+accident. Loopback trust ends where any forwarding header appears: behind a reverse proxy
+on the same host every client connects from loopback, and the header is the only sign
+that the request came from elsewhere (`came_through_proxy`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import ipaddress
 import os
 import sys
 import threading
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request
@@ -35,6 +38,35 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
+#: Headers proxies add, named exactly; with the patterns in `came_through_proxy` they cover
+#: the standard (RFC 7239 ``Forwarded``, ``Via``) and the vendors' (nginx, Cloudflare,
+#: Akamai, Fastly, Envoy, load balancers).
+FORWARDING_HEADERS = frozenset(
+    {b"via", b"x-envoy-external-address", b"x-remote-addr", b"x-original-host", b"x-host"}
+)
+
+
+def came_through_proxy(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """True when any header says a proxy passed the request on.
+
+    Beyond `FORWARDING_HEADERS`, any name containing ``forwarded`` (``Forwarded``,
+    ``X-Forwarded-For``/``-Host``/``-Proto``, ``X-Original-Forwarded-For``…) or ending in
+    ``-ip`` (``X-Real-IP``, ``X-Client-IP``, ``True-Client-IP``, ``CF-Connecting-IP``,
+    ``Fastly-Client-IP``, ``X-Cluster-Client-IP``…): a false alarm costs a loopback client
+    the token, a miss would open the admin surface to the network.
+    """
+    for name, _ in headers:
+        if name in FORWARDING_HEADERS or b"forwarded" in name or name.endswith(b"-ip"):
+            return True
+    return False
+
+
+def is_trusted_loopback(request: Request) -> bool:
+    """A client on this host that no proxy stands in for."""
+    client = request.client.host if request.client else None
+    return is_loopback(client) and not came_through_proxy(request.scope["headers"])
+
+
 def require_admin(request: Request) -> None:
     """Let the request through only with the admin token, or from loopback when none is set."""
     token = state(request).settings.admin_token
@@ -46,9 +78,11 @@ def require_admin(request: Request) -> None:
         ):
             raise Unauthorized("admin endpoints need 'Authorization: Bearer <admin token>'")
         return
-    client = request.client.host if request.client else None
-    if not is_loopback(client):
-        raise Unauthorized("admin endpoints are open to loopback only; set CHATKEEP_ADMIN_TOKEN")
+    if not is_trusted_loopback(request):
+        raise Unauthorized(
+            "admin endpoints are open to direct loopback clients only (no proxy headers); "
+            "set CHATKEEP_ADMIN_TOKEN"
+        )
 
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
