@@ -1,7 +1,7 @@
 """`create_app(settings)`: the wiring of one chatkeep server.
 
-The middleware stack, outermost first: body limit → FastAPI (error handlers,
-routes). Routes live in `chatkeep.api`; the lifespan opens storage, closes
+Every request goes through one middleware stack (`middleware_stack`), hot routes
+included; routes live in `chatkeep.api`. The lifespan opens storage, closes
 replies a crash left open, and on shutdown lets running replies finish for
 ``shutdown_grace_seconds`` before storing them as incomplete.
 """
@@ -15,16 +15,22 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from starlette.routing import Route
-from starlette.types import ASGIApp
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute, Route
 
 from chatkeep import __version__
 from chatkeep.admission.queue import AdmissionQueue
 from chatkeep.api import admin, compat, conversations, health
-from chatkeep.api.body_limit import BodyLimitMiddleware
 from chatkeep.api.errors import install_error_handlers
-from chatkeep.api.fast_path import FastPathApp, fast_endpoint
-from chatkeep.api.metrics import Metrics, MetricsMiddleware, metrics_endpoint
+from chatkeep.api.metrics import Metrics, metrics_endpoint
+from chatkeep.api.middleware import (
+    BodyLimitMiddleware,
+    HotRoutes,
+    MetricsMiddleware,
+    OwnerMiddleware,
+    StackedFastAPI,
+)
+from chatkeep.api.middleware.hot_routes import find_route
 from chatkeep.api.state import AppState
 from chatkeep.cache.working_set import WorkingSet
 from chatkeep.errors import UnknownModel
@@ -61,7 +67,7 @@ def create_app(
     providers: ProviderRegistry | None = None,
     clock: Callable[[], float] = time.monotonic,
     memory: MemoryWatch | None = None,
-) -> FastAPI:
+) -> StackedFastAPI:
     """Build the ASGI application. Nothing is opened until its lifespan starts."""
     if settings.default_model not in settings.models:
         raise UnknownModel(
@@ -164,7 +170,7 @@ def create_app(
             await the_providers.aclose()
             await the_store.close()
 
-    app = FastPathApp(
+    app = StackedFastAPI(
         title="chatkeep",
         version=__version__,
         summary="Durable conversations for LLM applications, in bounded memory.",
@@ -174,21 +180,51 @@ def create_app(
     install_error_handlers(app)
     app.include_router(conversations.router)
     app.include_router(admin.router)
-    # The hot paths skip FastAPI's stack but keep the body limit and the metrics.
-    app.fast_routes = []
-    for path, endpoint in (
-        ("/v1/chat/completions", compat.chat_completions),
-        ("/api/conversations/{conversation_id}/messages", conversations.send_message_fast),
-    ):
-        hot: ASGIApp = fast_endpoint(endpoint)
-        hot = BodyLimitMiddleware(hot, max_bytes=settings.max_body_bytes)
-        hot = MetricsMiddleware(hot, metrics=metrics, on_request=watch.sampler.record_request)
-        app.fast_routes.append(("POST", Route(path, endpoint), hot))
+    app.include_router(compat.router)
     app.add_route("/v1/models", compat.list_models, methods=["GET"])
     app.add_route("/healthz", health.healthz, methods=["GET"])
     app.add_route("/readyz", health.readyz, methods=["GET"])
     app.add_route("/metrics", metrics_endpoint, methods=["GET"])
-    # Added last = outermost: requests refused for their size are counted too.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=metrics, on_request=watch.sampler.record_request)
+    app.layers = middleware_stack(app, settings, metrics, watch.sampler.record_request)
     return app
+
+
+#: Routes answered by `HotRoutes` inside the stack, without FastAPI's per-request machinery.
+HOT_ROUTES = (
+    ("POST", "/v1/chat/completions"),
+    ("POST", "/api/conversations/{conversation_id}/messages"),
+)
+
+
+def middleware_stack(
+    app: FastAPI, settings: Settings, metrics: Metrics, on_request: Callable[[], None]
+) -> list[Middleware]:
+    """The one middleware stack, outermost first; every request goes through all of it.
+
+    1. metrics: counts every answer, refusals by the layers below included (a body
+       refused for its size is a request an operator wants to see);
+    2. body limit: ``413`` before a body over ``max_body_bytes`` is read;
+    3. auth seam: puts the request's owner in the scope (API keys will be checked here);
+    4. (rate limits per owner → ``429`` will go here, once the owner is known);
+    5. hot routes: ``POST /v1/chat/completions`` and the send route, answered by their
+       endpoints directly; everything else goes on to FastAPI (exception handlers, router).
+
+    Each layer is a plain ASGI class ``cls(app, **options)`` that passes through the scope
+    types it does not handle. Nothing is added around FastAPI alone (`StackedFastAPI`
+    refuses ``add_middleware``): a concern for every request is a layer here.
+    """
+    # Every route one by one: as the routers declare them (newer FastAPI includes a router
+    # lazily, so `app.routes` need not list its routes), and those added to the app itself.
+    routes: list[BaseRoute] = [
+        *conversations.router.routes,
+        *admin.router.routes,
+        *compat.router.routes,
+        *(route for route in app.routes if isinstance(route, Route)),
+    ]
+    hot = [find_route(routes, method, path) for method, path in HOT_ROUTES]
+    return [
+        Middleware(MetricsMiddleware, metrics=metrics, on_request=on_request, routes=routes),
+        Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+        Middleware(OwnerMiddleware, default_owner=settings.default_owner),
+        Middleware(HotRoutes, routes=hot),
+    ]

@@ -87,3 +87,29 @@ async def test_memory_pressure_sheds_generations_and_readiness(
     governor.evaluate(sampler.sample())
     assert (await client.post(url, json={"content": "better"})).status_code == 200
     assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_refused_before_routing_counts_under_the_route(make_client: ClientFactory) -> None:
+    # The body limit answers before any route ran, for hot and FastAPI routes alike.
+    client = await make_client(max_body_bytes=1024)
+    big = {"content": "x" * 2048}
+    assert (await client.post("/api/conversations/c1/messages", json=big)).status_code == 413
+    assert (
+        await client.patch("/api/conversations/c1", json={"title": "x" * 2048})
+    ).status_code == 413
+    series = _series((await client.get("/metrics")).text, "chatkeep_http_requests_total")
+    for route, method in (
+        ("/api/conversations/{conversation_id}/messages", "POST"),
+        ("/api/conversations/{conversation_id}", "PATCH"),
+    ):
+        assert any(f'method="{method}",route="{route}",status="413"' in s for s in series), series
+
+
+async def test_plain_routes_count_under_their_template(client: httpx.AsyncClient) -> None:
+    # Routes added with add_route (health, metrics, docs) put no route in the scope.
+    await client.get("/healthz")
+    await client.get("/openapi.json")
+    series = _series((await client.get("/metrics")).text, "chatkeep_http_requests_total")
+    for route in ("/healthz", "/openapi.json"):
+        assert any(f'route="{route}",status="200"' in s for s in series), series
+    assert not any('route="unmatched"' in s for s in series), series

@@ -14,9 +14,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
+from fastapi import APIRouter, Depends
 from starlette.requests import Request
 from starlette.responses import Response
 
+from chatkeep.api.openapi import CHAT_COMPLETION_RESPONSES, chat_completion_parameters
 from chatkeep.api.relay import RelayResponse
 from chatkeep.api.state import AppState, state
 from chatkeep.domain.records import Usage
@@ -27,6 +29,10 @@ from chatkeep.serialize import usage_dict
 
 _JSON = "application/json"
 _SSE = "text/event-stream"
+
+#: Declares the routes for the app and its OpenAPI document; `/v1/chat/completions` is
+#: served by the hot-route dispatcher (`chatkeep.api.middleware.hot_routes`).
+router = APIRouter(tags=["openai"])
 
 
 def _parse(body: bytes) -> dict[str, Any]:
@@ -51,6 +57,12 @@ def _parse(body: bytes) -> dict[str, Any]:
     return payload
 
 
+@router.post(
+    "/v1/chat/completions",
+    summary="OpenAI chat completions, relayed (or translated) to the model's backend",
+    dependencies=[Depends(chat_completion_parameters)],
+    responses=CHAT_COMPLETION_RESPONSES,
+)
 async def chat_completions(request: Request) -> Response:
     """``POST /v1/chat/completions``: OpenAI's wire format, streamed or not."""
     app = state(request)

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.status import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from chatkeep.api.errors import chatkeep_error_response, describe_validation_errors
+from chatkeep.api.openapi import SEND_RESPONSES, send_message_parameters
 from chatkeep.api.schemas import CreateConversation, SendMessage, UpdateConversation
 from chatkeep.api.sse import replayed_events, sse_response, stream_events
 from chatkeep.api.state import AppState, state
@@ -148,23 +149,13 @@ async def list_messages(
 @router.post(
     "/{conversation_id}/messages",
     summary="Send a message; the reply comes as JSON or as server-sent events",
-    responses={200: {"content": {"text/event-stream": {}}}},
+    # Served by the hot-route dispatcher, which calls this endpoint with the bare request;
+    # the dependency only declares its parameters for the OpenAPI document.
+    dependencies=[Depends(send_message_parameters)],
+    responses=SEND_RESPONSES,
 )
-async def send_message(
-    conversation_id: str,
-    body: SendMessage,
-    request: Request,
-    idempotency_key: Annotated[str | None, Header()] = None,
-    accept: Annotated[str | None, Header()] = None,
-) -> Response:
-    return await send(request, conversation_id, body, idempotency_key, accept)
-
-
-async def send_message_fast(request: Request) -> Response:
-    """The same send as `send_message`, for the fast path: no FastAPI machinery on the way.
-
-    The body is validated by the same `SendMessage` model, so both answer alike.
-    """
+async def send_message(request: Request) -> Response:
+    """Send a message; the body is validated by `SendMessage`, as FastAPI would."""
     try:
         body = SendMessage.model_validate_json(await request.body())
     except ValidationError as exc:

@@ -1,4 +1,6 @@
-"""Prometheus ``/metrics`` and the middleware that counts requests.
+"""Prometheus ``/metrics``: the registry, the live gauges and the endpoint.
+
+Requests are counted by `chatkeep.api.middleware.metrics.MetricsMiddleware`.
 
 Labels take only bounded values: the route *template* (``/api/conversations/{conversation_id}``,
 never an id), the method, the status code, a tier name or a governor action. Anything
@@ -8,8 +10,7 @@ by the code, not by the traffic.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -17,7 +18,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatkeep.memory.governor import TIERS
 
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 UNMATCHED = "unmatched"
-_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -168,41 +167,6 @@ def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
 
 def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(name, documentation, value=value)
-
-
-class MetricsMiddleware:
-    """Counts each HTTP request by route template and feeds the memory sampler."""
-
-    def __init__(
-        self, app: ASGIApp, *, metrics: Metrics, on_request: Callable[[], None] | None = None
-    ) -> None:
-        self.app = app
-        self.metrics = metrics
-        self.on_request = on_request
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_status)
-        finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or UNMATCHED
-            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
-            self.metrics.requests.labels(template, method, str(status)).inc()
-            self.metrics.latency.labels(template).observe(time.perf_counter() - started)
-            if self.on_request is not None:
-                self.on_request()
 
 
 async def metrics_endpoint(request: Request) -> Response:

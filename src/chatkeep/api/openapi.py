@@ -1,0 +1,175 @@
+"""What ``/openapi.json`` says about the hot routes, whose endpoints parse their own requests.
+
+The two hot routes (``POST /v1/chat/completions`` and the send route) are registered on
+FastAPI like any route, but their endpoints take the bare `Request`: they are called by
+`chatkeep.api.middleware.hot_routes.HotRoutes`, without FastAPI's dependency solving. So
+their parameters are declared here, as FastAPI dependencies (``dependencies=[...]`` of the
+route), and their answers as pydantic models (``responses=...``).
+
+Why a dependency and not a hand-written ``openapi_extra``: FastAPI then derives the
+document from the very models the endpoints validate with (`SendMessage`), puts them in
+``components`` and keeps them in step; a dict written by hand would drift. The
+dependency never runs, because `HotRoutes` answers these routes before FastAPI's router;
+were FastAPI ever to serve them, it would only validate what the endpoint checks again.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import Header
+from pydantic import BaseModel, ConfigDict, Field
+
+from chatkeep.api.schemas import SendMessage
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong: a stable code and a sentence for people."""
+
+    code: str = Field(description="Stable, machine-readable: `not_found`, `invalid_request`, …")
+    message: str
+
+
+class ErrorAnswer(BaseModel):
+    """Every error answer: ``{"error": {"code", "message"}}``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    error: ErrorDetail
+
+
+class UsageAnswer(BaseModel):
+    """Tokens of one reply, or of a whole conversation."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class MessageAnswer(BaseModel):
+    """A stored message."""
+
+    id: str
+    conversation_id: str
+    seq: int
+    role: Literal["system", "user", "assistant"]
+    content: str
+    status: Literal["complete", "incomplete"]
+    created_at: str = Field(description="RFC 3339, UTC.")
+    client_message_id: str | None = None
+    reply_to: str | None = Field(default=None, description="The user message answered.")
+    reason: str | None = Field(default=None, description="Why an incomplete reply stopped.")
+    usage: UsageAnswer | None = None
+
+
+class SentMessage(BaseModel):
+    """The JSON answer to a send: both messages, as committed."""
+
+    user_message: MessageAnswer
+    assistant_message: MessageAnswer
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorAnswer, "description": description}
+
+
+SEND_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "model": SentMessage,
+        "description": "The reply, as JSON; or as server-sent events (`message`, `delta`, "
+        "then `done` or `error`) with `stream: true` or `Accept: text/event-stream`.",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    },
+    404: _error("No such conversation (for this owner)."),
+    409: _error("A reply is still being generated, or the idempotency key was reused."),
+    413: _error("The body is over the limit."),
+    422: _error("The body is invalid."),
+    502: _error("The model backend failed; the messages are stored, the reply incomplete."),
+    503: _error("Overloaded (with Retry-After), or storage unavailable."),
+    504: _error("The model backend did not answer in time."),
+}
+
+
+def send_message_parameters(
+    conversation_id: str,
+    body: SendMessage,
+    idempotency_key: Annotated[
+        str | None, Header(description="Makes the send idempotent, like `client_message_id`.")
+    ] = None,
+    accept: Annotated[
+        str | None, Header(description="`text/event-stream` streams the reply.")
+    ] = None,
+) -> None:
+    """Declares the send route's parameters (see the module docstring)."""
+
+
+class ChatMessageIn(BaseModel):
+    """One message of an OpenAI chat request."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    """An OpenAI chat completions request; fields not listed are relayed as they are."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(description="A configured model.")
+    messages: list[ChatMessageIn] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    top_p: float | None = None
+
+
+class ChatMessageOut(BaseModel):
+    role: Literal["assistant"]
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: ChatMessageOut
+    finish_reason: str
+
+
+class ChatCompletion(BaseModel):
+    """An OpenAI chat completion (a backend speaking OpenAI may add fields)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: UsageAnswer
+
+
+CHAT_COMPLETION_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "model": ChatCompletion,
+        "description": "The completion; with `stream: true`, server-sent `chat.completion.chunk` "
+        "events ending with `data: [DONE]`.",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    },
+    413: _error("The body is over the limit."),
+    422: _error("The body is invalid, or the model unknown."),
+    502: _error("The model backend failed."),
+    503: _error("Overloaded (with Retry-After)."),
+    504: _error("The model backend did not answer in time."),
+}
+
+
+def chat_completion_parameters(body: ChatCompletionRequest) -> None:
+    """Declares ``POST /v1/chat/completions``'s body (see the module docstring)."""
