@@ -13,7 +13,7 @@ import typer
 import uvicorn
 
 from chatkeep.api.admin import is_loopback
-from chatkeep.errors import DataDirLocked
+from chatkeep.errors import StorageError
 from chatkeep.logs import configure_logging
 from chatkeep.settings import load_settings
 
@@ -65,7 +65,7 @@ def serve(
 
         try:
             probe(settings.data_dir)
-        except DataDirLocked as exc:
+        except StorageError as exc:  # DataDirLocked, or a directory it cannot use
             typer.echo(f"chatkeep: {exc.message}", err=True)
             raise typer.Exit(code=1) from None
     try:

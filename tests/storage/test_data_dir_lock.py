@@ -50,3 +50,12 @@ async def test_lock_file_names_its_holder(tmp_path: Path) -> None:
         assert (tmp_path / LOCK_FILE).read_text().strip() == str(os.getpid())
     finally:
         await store.close()
+
+
+async def test_an_unusable_data_directory_is_a_storage_error(tmp_path: Path) -> None:
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    store = SQLiteStore(not_a_directory / "db.sqlite3")
+    with pytest.raises(StorageError, match="cannot create the lock"):
+        await store.open()
+    await store.close()

@@ -16,7 +16,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from chatkeep.errors import DataDirLocked
+from chatkeep.errors import DataDirLocked, StorageError
 
 LOCK_FILE = "chatkeep.lock"
 
@@ -36,8 +36,11 @@ class DataDirLock:
         """Lock the directory for this process, writing its PID into the lock file."""
         if self._fd is not None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise StorageError(f"cannot create the lock {self.path}: {exc.strerror}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
