@@ -21,7 +21,11 @@ def echo_reply(request: ChatRequest) -> str:
 
 
 class EchoProvider(Provider):
-    """Replies ``echo: <last user message>``, streamed one word (with its space) at a time."""
+    """Replies ``echo: <last user message>``, streamed one word (with its space) at a time.
+
+    It needs no whole-reply timer: a reply is a bounded number of words, each at most
+    ``delay_ms`` apart.
+    """
 
     def __init__(self, delay_ms: float = 0.0) -> None:
         self._delay = delay_ms / 1000.0

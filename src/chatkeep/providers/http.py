@@ -81,7 +81,7 @@ def client_timeout(config: ModelConfig) -> aiohttp.ClientTimeout:
     )
 
 
-class Attempt:
+class _Attempt:
     """One attempt at a request: did its connection come from the pool?"""
 
     __slots__ = ("reused",)
@@ -91,13 +91,13 @@ class Attempt:
 
 
 #: The attempt being sent in this task, which `ReuseAwareConnector` tells about its connection.
-current_attempt: contextvars.ContextVar[Attempt | None] = contextvars.ContextVar(
+_current_attempt: contextvars.ContextVar[_Attempt | None] = contextvars.ContextVar(
     "chatkeep_http_attempt", default=None
 )
 
 
 class ReuseAwareConnector(aiohttp.TCPConnector):
-    """A connection pool that tells the `current_attempt` whether its connection is reused.
+    """A connection pool that tells the `_current_attempt` whether its connection is reused.
 
     aiohttp's tracing reports reuse too, but turned on it costs every request about
     15 µs (measured: 183 → 198 µs per in-process passthrough round trip) in event
@@ -117,7 +117,7 @@ class ReuseAwareConnector(aiohttp.TCPConnector):
         connection = await super().connect(req, traces, timeout)
         protocol = connection.protocol
         if protocol is not None:
-            attempt = current_attempt.get()
+            attempt = _current_attempt.get()
             if attempt is not None:
                 attempt.reused = protocol in self._used
             self._used.add(protocol)
@@ -391,18 +391,19 @@ class HTTPProvider(Provider):
 
         An attempt that fails before any byte of the answer, on a connection taken from
         the pool, is tried again: the backend closed that idle connection as it was
-        reused (its keep-alive ran out first) and never saw the request. Each such
-        connection is closed as it fails, so attempts end at the first fresh
-        connection, whose failure is raised. Nothing of an answer has reached anyone
-        when a request is retried, and nothing is retried once the head has arrived.
+        reused (its keep-alive ran out first), so nothing was answered. Each such
+        connection is closed as it fails, so attempts end at the first fresh one (at
+        most ``max_connections + 1`` in all, within the timeout), whose failure is
+        raised. Nothing of an answer has reached anyone when a request is retried, and
+        nothing is retried once the answer's head has arrived.
         Errors are aiohttp's; callers translate them with `provider_errors`.
         """
         session = self.session.get()
         timeout = self._timeout
         started = time.monotonic()
         while True:
-            attempt = Attempt()
-            token = current_attempt.set(attempt)
+            attempt = _Attempt()
+            token = _current_attempt.set(attempt)
             try:
                 return await session.post(
                     self._chat_url, data=body, headers=self._headers, timeout=timeout
@@ -413,7 +414,7 @@ class HTTPProvider(Provider):
                 logger.debug("%s: a pooled connection was closed; retrying", self._label)
                 timeout = remaining_timeout(timeout, started)
             finally:
-                current_attempt.reset(token)
+                _current_attempt.reset(token)
 
     async def aclose(self) -> None:
         if self._owns_session:
