@@ -80,8 +80,8 @@ class Summarizer:
     ) -> bool:
         """Summarise the unsummarised messages before ``before_seq``; True when stored."""
         conversation = await self.store.get_conversation(owner_id, conversation_id)
-        provider, config = self.providers.get(model)
-        budget = int(config.context_tokens * SUMMARY_INPUT_SHARE)
+        route = self.providers.route(model)
+        budget = int(route.context_tokens * SUMMARY_INPUT_SHARE)
         older, tokens = await self._older_messages(conversation, before_seq, budget)
         if tokens < self.threshold_tokens or not older:
             self.below_threshold += 1
@@ -89,14 +89,13 @@ class Summarizer:
         transcript = "\n".join(f"{m.role}: {m.content}" for m in older)
         previous = f"Summary so far: {conversation.summary}\n\n" if conversation.summary else ""
         request = ChatRequest(
-            model=self.providers.upstream_model(model),
             messages=[
                 {"role": "system", "content": INSTRUCTION},
                 {"role": "user", "content": f"{previous}Conversation:\n{transcript}"},
             ],
             options={"max_tokens": self.max_tokens},
         )
-        completion = await provider.complete(request)
+        completion = await route.provider.complete(request)
         # A model may ignore max_tokens; a summary that grew with every round would
         # outgrow the context it is meant to save, so it is cut here too.
         summary = cut_to_tokens(completion.text.strip(), self.max_tokens)
