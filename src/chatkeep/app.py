@@ -36,14 +36,16 @@ from chatkeep.cache.working_set import WorkingSet
 from chatkeep.errors import UnknownModel
 from chatkeep.memory.watch import MemoryWatch, build_memory_watch
 from chatkeep.providers.registry import ProviderRegistry
+from chatkeep.service.conversations import ConversationLimits, ConversationService
 from chatkeep.service.job_queue import BoundedJobQueue
-from chatkeep.service.replies import ConversationService
+from chatkeep.service.pipeline import GenerationPipeline
+from chatkeep.service.replies import ReplyService
 from chatkeep.service.summaries import Summarizer
 from chatkeep.settings import Settings
 from chatkeep.storage.base import Store
 from chatkeep.storage.memory import MemoryStore
 from chatkeep.storage.sqlite import DATABASE_FILE, SQLiteStore
-from chatkeep.streaming.registry import ReplyStreams
+from chatkeep.streaming.memory_hub import MemoryReplyHub
 
 logger = logging.getLogger("chatkeep")
 
@@ -81,9 +83,10 @@ def create_app(
         max_queued=settings.max_queued_generations,
         retry_after=settings.retry_after_seconds,
     )
-    streams = ReplyStreams(
+    hub = MemoryReplyHub(
         retention_seconds=settings.stream_retention_seconds,
         max_retained=settings.max_retained_streams,
+        max_bytes=settings.stream_buffer_bytes,
         clock=clock,
     )
     working_set = WorkingSet(
@@ -108,31 +111,50 @@ def create_app(
         max_tokens=settings.summary_max_tokens,
         on_summary=working_set.invalidate,
     )
-    service = ConversationService(
-        store=the_store,
+    pipeline = GenerationPipeline(
         providers=the_providers,
         admission=admission,
-        streams=streams,
-        stream_buffer_bytes=settings.stream_buffer_bytes,
-        stream_idle_timeout=settings.stream_idle_timeout_seconds,
+        idle_timeout=settings.stream_idle_timeout_seconds,
+    )
+    replies = ReplyService(
+        store=the_store,
+        pipeline=pipeline,
+        hub=hub,
         working_set=working_set,
         summarizer=summarizer,
         clock=clock,
     )
+    conversations_service = ConversationService(
+        store=the_store,
+        providers=the_providers,
+        working_set=working_set,
+        hub=hub,
+        limits=ConversationLimits(
+            max_title_chars=settings.max_title_chars,
+            max_system_prompt_chars=settings.max_message_chars,
+            max_metadata_bytes=settings.max_metadata_bytes,
+            max_metadata_depth=settings.max_metadata_depth,
+            default_page_size=settings.default_page_size,
+            max_page_size=settings.max_page_size,
+        ),
+        default_model=settings.default_model,
+    )
     watch = memory or build_memory_watch(settings)
     admission.gate = watch.governor.ensure_generation_allowed
-    watch.governor.register(streams)
+    watch.governor.register(hub)
     watch.governor.register(working_set)
     metrics = Metrics()
     the_store.commit_observer = metrics.observe_commit
     app_state = AppState(
-        settings,
-        the_store,
-        the_providers,
-        admission,
-        streams,
-        service,
-        watch,
+        settings=settings,
+        store=the_store,
+        providers=the_providers,
+        admission=admission,
+        hub=hub,
+        pipeline=pipeline,
+        conversations=conversations_service,
+        replies=replies,
+        memory=watch,
         caches={"working_set": working_set},
         summarizer=summarizer,
     )
@@ -150,7 +172,7 @@ def create_app(
             await watch.sampler.start()
             summary_queue.start()
             reaper = asyncio.create_task(
-                streams.reap_forever(max(1.0, min(settings.stream_retention_seconds, 30.0))),
+                hub.reap_forever(max(1.0, min(settings.stream_retention_seconds, 30.0))),
                 name="reply-stream-reaper",
             )
             logger.info(
@@ -164,7 +186,7 @@ def create_app(
                 reaper.cancel()
                 await asyncio.gather(reaper, return_exceptions=True)
             await watch.sampler.stop()
-            await service.shutdown(settings.shutdown_grace_seconds)
+            await replies.shutdown(settings.shutdown_grace_seconds)
             await summary_queue.stop()
             await working_set.close()
             await the_providers.aclose()
@@ -187,6 +209,13 @@ def create_app(
     app.add_route("/metrics", metrics_endpoint, methods=["GET"])
     app.layers = middleware_stack(app, settings, metrics, watch.sampler.record_request)
     return app
+
+
+def begin_shutdown(app: FastAPI) -> None:
+    """The server was asked to stop: running replies get their grace period from now on."""
+    app_state: AppState | None = getattr(app.state, "chatkeep", None)
+    if app_state is not None:
+        app_state.replies.begin_shutdown(app_state.settings.shutdown_grace_seconds)
 
 
 #: Routes answered by `HotRoutes` inside the stack, without FastAPI's per-request machinery.

@@ -41,7 +41,8 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the HTTP API."""
-    from chatkeep.app import create_app
+    from chatkeep.app import begin_shutdown, create_app
+    from chatkeep.serving import GracefulServer
 
     overrides: dict[str, object] = {}
     if host is not None:
@@ -86,7 +87,7 @@ def serve(
         settings.data_dir.resolve(),
         ",".join(sorted(settings.models)),
     )
-    server = uvicorn.Server(
+    server = GracefulServer(
         uvicorn.Config(
             application,
             host=settings.host,
@@ -98,7 +99,8 @@ def serve(
             log_level=None,
             access_log=False,
             timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
-        )
+        ),
+        on_stop=lambda: begin_shutdown(application),
     )
     with listener:
         server.run(sockets=[listener])

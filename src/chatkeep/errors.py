@@ -13,10 +13,13 @@ them: each backend translates them into one of these.
     │   └── IdempotencyKeyReused       409  idempotency_key_reused
     ├── Unauthorized                   401  unauthorized
     ├── Overloaded                     503  overloaded     (carries Retry-After)
+    │   └── ShuttingDown               503  shutdown       (a reply cut by a server stop)
+    ├── ReplyCancelled                 499  cancelled      (a reply stopped by its client)
     ├── StorageError                   503  storage_unavailable
     │   ├── DataDirLocked              503  data_dir_locked  (another process holds it)
     │   └── DatabaseDamaged            503  database_damaged (found at startup)
     └── ProviderError                  502  provider_error
+        ├── ReplyIncomplete            502  reply_incomplete (a stored reply's unknown cause)
         ├── ProviderUnavailable        502  provider_unavailable
         ├── ProviderTimeout            504  provider_timeout
         └── StreamCut                  502  stream_cut
@@ -86,6 +89,20 @@ class Overloaded(ChatkeepError):
         self.retry_after = retry_after
 
 
+class ShuttingDown(Overloaded):
+    """The server is stopping; the client should retry (on this or another instance)."""
+
+    code = "shutdown"
+
+
+class ReplyCancelled(ChatkeepError):
+    """The client cancelled the reply; what was generated so far is stored."""
+
+    # 499: the status proxies use for "client closed request"; never a server fault.
+    status_code = 499
+    code = "cancelled"
+
+
 class StorageError(ChatkeepError):
     status_code = 503
     code = "storage_unavailable"
@@ -110,6 +127,12 @@ class ProviderError(ChatkeepError):
     code = "provider_error"
 
 
+class ReplyIncomplete(ProviderError):
+    """A reply that ended incomplete, for a cause not recorded with it."""
+
+    code = "reply_incomplete"
+
+
 class ProviderUnavailable(ProviderError):
     code = "provider_unavailable"
 
@@ -121,3 +144,14 @@ class ProviderTimeout(ProviderError):
 
 class StreamCut(ProviderError):
     code = "stream_cut"
+
+
+def status_for_code(code: str) -> int:
+    """The HTTP status of an error code (500 for a code no error class declares)."""
+    pending: list[type[ChatkeepError]] = [ChatkeepError]
+    while pending:
+        cls = pending.pop()
+        if cls.code == code:
+            return cls.status_code
+        pending.extend(cls.__subclasses__())
+    return 500

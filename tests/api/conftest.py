@@ -11,10 +11,11 @@ import httpx
 import pytest
 
 from chatkeep.app import create_app
-from chatkeep.domain.tokens import TokenEstimator, estimate_tokens
+from chatkeep.domain.tokens import estimate_tokens
 from chatkeep.errors import ProviderUnavailable, UnknownModel
 from chatkeep.providers.base import ChatRequest, Chunk, Provider
 from chatkeep.providers.echo import EchoProvider
+from chatkeep.providers.registry import ModelRoute
 from chatkeep.settings import ModelConfig, Settings
 
 
@@ -53,22 +54,26 @@ class TestProviders:
     """A stand-in for `ProviderRegistry` holding the test's providers."""
 
     def __init__(self, providers: dict[str, Provider]) -> None:
-        self._providers = providers
-        self._configs = {name: ModelConfig(provider="echo") for name in providers}
+        self._routes = {
+            name: ModelRoute(
+                name=name,
+                provider=provider,
+                upstream_model=name,
+                context_tokens=4096,
+                estimator=estimate_tokens,
+                timeout_seconds=120.0,
+                config=ModelConfig(provider="echo"),
+            )
+            for name, provider in providers.items()
+        }
 
-    def get(self, name: str) -> tuple[Provider, ModelConfig]:
-        if name not in self._providers:
+    def route(self, name: str) -> ModelRoute:
+        if name not in self._routes:
             raise UnknownModel(f"unknown model {name!r}")
-        return self._providers[name], self._configs[name]
+        return self._routes[name]
 
     def names(self) -> list[str]:
-        return sorted(self._providers)
-
-    def upstream_model(self, name: str) -> str:
-        return name
-
-    def estimator(self, name: str) -> TokenEstimator:
-        return estimate_tokens
+        return sorted(self._routes)
 
     async def aclose(self) -> None:
         return None
@@ -99,12 +104,18 @@ async def make_client(
             },
         }
         memory = overrides.pop("memory", None)
+        store = overrides.pop("store", None)
         values.update(overrides)
         settings = Settings(**values)
         providers = TestProviders(
             {"echo": EchoProvider(), "gated": gated, "failing": FailingProvider()}
         )
-        app = create_app(settings, providers=providers, memory=memory)  # type: ignore[arg-type]
+        app = create_app(
+            settings,
+            providers=providers,  # type: ignore[arg-type]
+            memory=memory,
+            store=store,
+        )
         lifespan = app.router.lifespan_context(app)
         await lifespan.__aenter__()
         client = httpx.AsyncClient(

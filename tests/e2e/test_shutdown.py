@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.api.conftest import sse_events
 from tests.e2e.server import CLEAN_EXIT, ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -47,3 +49,66 @@ async def test_sigterm_stores_open_reply_as_incomplete(tmp_path: Path) -> None:
     assert reply["status"] == "incomplete"
     assert "shut down" in reply["reason"]
     assert reply["content"].startswith("echo: slow")
+
+
+async def _read_stream(
+    client: httpx.AsyncClient, cid: str, words: int, started: asyncio.Event
+) -> str:
+    """Send a streamed message and return the whole SSE body the client received."""
+    body: list[str] = []
+    async with client.stream(
+        "POST",
+        f"/api/conversations/{cid}/messages",
+        json={"content": " ".join(["w"] * words), "stream": True},
+    ) as response:
+        async for chunk in response.aiter_text():
+            body.append(chunk)
+            if "event: delta" in chunk:
+                started.set()
+    return "".join(body)
+
+
+async def test_sigterm_ends_every_stream_with_a_final_event(tmp_path: Path) -> None:
+    """Replies that finish within the grace end with ``done``; the others with ``error``
+    (code ``shutdown``, a ``retry:`` hint), and every one of them is stored."""
+    data = tmp_path / "data"
+    env = {"CHATKEEP_ECHO_DELAY_MS": "50", "CHATKEEP_SHUTDOWN_GRACE_SECONDS": "3"}
+    server = ServerProcess(data, env=env)
+    server.start()
+    short, long = 30, 10  # ~0.5 s of reply each; ~20 s each, far past the grace
+    try:
+        limits = httpx.Limits(max_connections=short + long + 5)
+        async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits) as client:
+            cids = [
+                (await client.post("/api/conversations", json={})).json()["id"]
+                for _ in range(short + long)
+            ]
+            started = [asyncio.Event() for _ in cids]
+            readers = [
+                asyncio.create_task(_read_stream(client, cid, 10 if n < short else 400, ev))
+                for n, (cid, ev) in enumerate(zip(cids, started, strict=True))
+            ]
+            await asyncio.wait_for(asyncio.gather(*(ev.wait() for ev in started)), 30)
+            code = await asyncio.to_thread(server.stop)
+            bodies = await asyncio.wait_for(asyncio.gather(*readers), 30)
+    finally:
+        server.kill()
+    assert code in CLEAN_EXIT
+    finals = [sse_events(body)[-1] for body in bodies]
+    assert [f["event"] for f in finals[:short]] == ["done"] * short
+    for final in finals[short:]:
+        assert final["event"] == "error"
+        assert json.loads(final["data"])["error"]["code"] == "shutdown"
+        assert int(final["retry"]) > 0
+
+    again = ServerProcess(data)
+    again.start()
+    try:
+        async with httpx.AsyncClient(base_url=again.url, timeout=30) as client:
+            statuses = []
+            for cid in cids:
+                items = (await client.get(f"/api/conversations/{cid}/messages")).json()["items"]
+                statuses.append(items[-1]["status"])
+    finally:
+        again.stop()
+    assert statuses == ["complete"] * short + ["incomplete"] * long

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -20,12 +20,13 @@ from starlette.responses import Response
 
 from chatkeep.api.openapi import CHAT_COMPLETION_RESPONSES, chat_completion_parameters
 from chatkeep.api.relay import RelayResponse
-from chatkeep.api.state import AppState, state
+from chatkeep.api.state import state
 from chatkeep.domain.records import Usage
 from chatkeep.domain.tokens import estimate_tokens
 from chatkeep.errors import InvalidRequest
-from chatkeep.providers.base import ChatRequest, Provider
+from chatkeep.providers.base import ChatRequest
 from chatkeep.serialize import usage_dict
+from chatkeep.service.pipeline import GenerationPipeline
 
 _JSON = "application/json"
 _SSE = "text/event-stream"
@@ -72,62 +73,60 @@ async def chat_completions(request: Request) -> Response:
     if len(payload["messages"]) > limit:
         raise InvalidRequest(f"messages: {len(payload['messages'])} given; the limit is {limit}")
     model = payload["model"]
-    provider, _ = app.providers.get(model)
+    provider = app.providers.route(model).provider
     streamed = bool(payload.get("stream"))
-    await app.admission.acquire()
-    # Once a streamed response exists, it owns the slot and gives it back itself.
+    slot = await app.pipeline.admit()
+    # Once a streamed response exists, it owns the slot and gives it back when it closes.
     owned_by_response = False
     try:
         if provider.supports_passthrough:
-            upstream = app.providers.upstream_model(model)
-            if upstream != model:
-                payload["model"] = upstream
-                body = orjson.dumps(payload)
-            answer = await provider.passthrough(body)
+            answer = await app.pipeline.relay(model, body)
             if not streamed:
                 chunks = [chunk async for chunk in answer.body]
                 return Response(b"".join(chunks), answer.status, media_type=answer.content_type)
             chunks_iter = answer.body
             status, media_type = answer.status, answer.content_type
         elif streamed:
-            chunks_iter = _translated_stream(provider, payload, model)
+            chunks_iter = _translated_stream(app.pipeline, payload, model)
             status, media_type = 200, _SSE
         else:
-            return await _translated_answer(provider, payload, model)
+            return await _translated_answer(app.pipeline, payload, model)
         owned_by_response = True
         return RelayResponse(
-            chunks_iter, status_code=status, media_type=media_type, on_close=_releaser(app)
+            chunks_iter, status_code=status, media_type=media_type, on_close=slot.aclose
         )
     finally:
         if not owned_by_response:
-            app.admission.release()
+            slot.release()
 
 
-def _releaser(app: AppState) -> Callable[[], Awaitable[None]]:
-    async def release() -> None:
-        app.admission.release()
-
-    return release
-
-
-def _request(provider_model: str, payload: dict[str, Any]) -> ChatRequest:
+def _request(payload: dict[str, Any]) -> ChatRequest:
     messages = [
         {"role": str(m["role"]), "content": m.get("content") or ""} for m in payload["messages"]
     ]
     options: dict[str, Any] = {
         k: payload[k] for k in ("temperature", "max_tokens", "top_p") if k in payload
     }
-    return ChatRequest(model=provider_model, messages=messages, options=options)
+    return ChatRequest(messages=messages, options=options)
 
 
 def _completion_id() -> str:
     return "chatcmpl-" + os.urandom(12).hex()
 
 
-async def _translated_answer(provider: Provider, payload: dict[str, Any], model: str) -> Response:
-    request = _request(model, payload)
-    completion = await provider.complete(request)
-    usage = completion.usage or _estimated_usage(request, completion.text)
+async def _translated_answer(
+    pipeline: GenerationPipeline, payload: dict[str, Any], model: str
+) -> Response:
+    request = _request(payload)
+    parts: list[str] = []
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    async for chunk in pipeline.pieces(model, request.messages, request.options):
+        parts.append(chunk.text)
+        usage = chunk.usage or usage
+        finish_reason = chunk.finish_reason or finish_reason
+    text = "".join(parts)
+    usage = usage or _estimated_usage(request, text)
     answer = {
         "id": _completion_id(),
         "object": "chat.completion",
@@ -136,8 +135,8 @@ async def _translated_answer(provider: Provider, payload: dict[str, Any], model:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": completion.text},
-                "finish_reason": completion.finish_reason or "stop",
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": finish_reason or "stop",
             }
         ],
         "usage": usage_dict(usage),
@@ -146,9 +145,9 @@ async def _translated_answer(provider: Provider, payload: dict[str, Any], model:
 
 
 async def _translated_stream(
-    provider: Provider, payload: dict[str, Any], model: str
+    pipeline: GenerationPipeline, payload: dict[str, Any], model: str
 ) -> AsyncIterator[bytes]:
-    request = _request(model, payload)
+    request = _request(payload)
     include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
     head = {
         "id": _completion_id(),
@@ -167,7 +166,7 @@ async def _translated_stream(
     usage: Usage | None = None
     finish_reason = "stop"
     try:
-        async for chunk in provider.stream(request):
+        async for chunk in pipeline.pieces(model, request.messages, request.options):
             usage = chunk.usage or usage
             finish_reason = chunk.finish_reason or finish_reason
             if chunk.text:

@@ -88,7 +88,7 @@ class _StateCollector(Collector):
             "Generations refused with 503.",
             state.admission.rejected,
         )
-        streams = state.streams.counts()
+        streams = state.hub.counts()
         yield _gauge("chatkeep_streams_running", "Reply streams being written.", streams["running"])
         yield _gauge(
             "chatkeep_streams_retained",

@@ -1,15 +1,27 @@
-"""Server-sent events for reply streams (keep-alive pings, ``retry:``, send timeout)."""
+"""Server-sent events: the wire encoding of reply streams, and the response that sends them.
+
+`EventStreamResponse` is a plain ASGI response rather than sse-starlette's: per response
+that one runs a task group, a keep-alive task, a disconnect watcher and a shutdown
+watcher that cuts every stream the moment the server is asked to stop, without a final
+event. Here the keep-alive comes from the stream itself (`PING` when idle), one task
+watches for the client going away, each send is bounded in time, and a stream always ends
+with its own final event (``done`` or ``error``): on shutdown that is an ``error`` with
+code ``shutdown`` once the grace period is over.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import orjson
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
-from chatkeep.settings import Settings
+from chatkeep.streaming.hub import ReplySource
 from chatkeep.streaming.reply_stream import (
-    ReplyStream,
+    PING,
     SlowConsumer,
     StreamEvent,
     TooManySubscribers,
@@ -18,36 +30,105 @@ from chatkeep.streaming.reply_stream import (
 #: Milliseconds a browser's EventSource waits before reconnecting.
 RETRY_MS = 2000
 
+_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-store"),
+    # nginx buffers proxied answers unless told not to; a stream must flow as it comes.
+    (b"x-accel-buffering", b"no"),
+]
 
-def sse_response(events: AsyncIterator[StreamEvent], settings: Settings) -> EventSourceResponse:
-    """An SSE response that relays ``events``."""
 
-    async def encoded() -> AsyncIterator[ServerSentEvent]:
-        first = True
-        async for item in events:
-            yield ServerSentEvent(
-                data=item.data.decode(),
-                event=item.event,
-                id=item.id,
-                retry=RETRY_MS if first else None,
-            )
-            first = False
-
-    return EventSourceResponse(
-        encoded(),
-        ping=settings.sse_ping_seconds,
-        send_timeout=settings.sse_send_timeout_seconds,
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+def encode_event(event: StreamEvent, *, retry_ms: int | None = None) -> bytes:
+    """One event in SSE framing; ``data`` is one line of JSON, so it needs no splitting."""
+    if event is PING:
+        return b": ping\n\n"
+    retry_ms = event.retry_ms if event.retry_ms is not None else retry_ms
+    head = b"retry: %d\n" % retry_ms if retry_ms is not None else b""
+    return b"%sid: %s\nevent: %s\ndata: %s\n\n" % (
+        head,
+        event.id.encode(),
+        event.event.encode(),
+        event.data,
     )
 
 
+class EventStreamResponse(Response):
+    """Sends ``events`` as SSE; the first carries ``retry:``, idle time carries pings.
+
+    A send that takes longer than ``send_timeout`` (a client that stopped reading) ends
+    the response; so does the client going away. Either way the events' iterator is
+    closed, which lets go of its place in the reply stream.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(self, events: AsyncIterator[StreamEvent], *, send_timeout: float) -> None:
+        # Not Response.__init__: it would render a body and declare its length.
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = list(_HEADERS)
+        self.events = events
+        self.send_timeout = send_timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        gone = False
+
+        async def watch_disconnect() -> None:
+            nonlocal gone
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone = True
+            task.cancel()
+
+        watcher = asyncio.create_task(watch_disconnect(), name="sse-disconnect-watcher")
+        try:
+            await self._send_all(send)
+        except asyncio.CancelledError:
+            if not gone or task.uncancel() > 0:
+                raise
+        except (TimeoutError, OSError):
+            pass  # the client stopped reading or went away: nothing more to send
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            aclose = getattr(self.events, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def _send_all(self, send: Send) -> None:
+        async with asyncio.timeout(self.send_timeout) as deadline:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            loop = asyncio.get_running_loop()
+            retry: int | None = RETRY_MS
+            deadline.reschedule(None)
+            async for event in self.events:
+                body = encode_event(event, retry_ms=retry)
+                retry = None
+                deadline.reschedule(loop.time() + self.send_timeout)
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+                deadline.reschedule(None)
+            deadline.reschedule(loop.time() + self.send_timeout)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
 async def stream_events(
-    stream: ReplyStream, *, after: int, max_lag_bytes: int, max_subscribers: int
+    stream: ReplySource,
+    *,
+    after: int,
+    max_lag_bytes: int,
+    max_subscribers: int,
+    ping_seconds: float,
 ) -> AsyncIterator[StreamEvent]:
     """A subscriber's events; a reader too far behind gets an ``error`` event and is cut off."""
     try:
         async for event in stream.subscribe(
-            after=after, max_lag_bytes=max_lag_bytes, max_subscribers=max_subscribers
+            after=after,
+            max_lag_bytes=max_lag_bytes,
+            max_subscribers=max_subscribers,
+            ping_seconds=ping_seconds,
         ):
             yield event
     except SlowConsumer as exc:
@@ -55,7 +136,7 @@ async def stream_events(
         yield StreamEvent("error", orjson.dumps(payload), exc.last_event_id)
     except TooManySubscribers as exc:
         payload = {"error": {"code": "too_many_subscribers", "message": str(exc)}}
-        yield StreamEvent("error", orjson.dumps(payload), stream.event_id(max(after, 0)))
+        yield StreamEvent("error", orjson.dumps(payload), f"{stream.reply_id}:{max(after, 0)}")
 
 
 async def replayed_events(

@@ -10,10 +10,12 @@ from starlette.requests import Request
 from chatkeep.admission.queue import AdmissionQueue
 from chatkeep.memory.watch import MemoryWatch
 from chatkeep.providers.registry import ProviderRegistry
-from chatkeep.service.replies import ConversationService
+from chatkeep.service.conversations import ConversationService
+from chatkeep.service.pipeline import GenerationPipeline
+from chatkeep.service.replies import ReplyService
 from chatkeep.settings import Settings
 from chatkeep.storage.base import Store
-from chatkeep.streaming.registry import ReplyStreams
+from chatkeep.streaming.hub import ReplyHub
 
 
 class HasStats(Protocol):
@@ -30,8 +32,10 @@ class AppState:
     store: Store
     providers: ProviderRegistry
     admission: AdmissionQueue
-    streams: ReplyStreams
-    service: ConversationService
+    hub: ReplyHub
+    pipeline: GenerationPipeline
+    conversations: ConversationService
+    replies: ReplyService
     memory: MemoryWatch
     caches: dict[str, HasStats] = field(default_factory=dict)
     summarizer: HasStats | None = None

@@ -1,10 +1,11 @@
-"""The conversation service: the path of one reply, from send to commit.
+"""Replies: send a message, resume or cancel its reply, and generate it.
 
-send → validate → take an admission slot → commit the user message and open a
-reply (one transaction) → build the bounded context → start the generation
-task, which streams into a `ReplyStream` and commits the assistant message at
-the end. The task outlives the HTTP request: a client that disconnects does not
-lose the reply.
+send → (a retry is answered from storage) → admission slot → commit the user message and
+open a reply (one transaction) → build the bounded context → the generation task streams
+the model's pieces into the reply hub and commits the assistant message at the end. The
+task belongs to the server, not to the HTTP request: a client that disconnects loses
+nothing, and whatever happens (a backend failure, a cancel, a shutdown, a bug, a storage
+failure) the reply's stream gets a final event.
 """
 
 from __future__ import annotations
@@ -12,28 +13,36 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from chatkeep.admission.queue import AdmissionQueue
 from chatkeep.cache.working_set import WorkingSet
 from chatkeep.domain.context import Context, build_context
+from chatkeep.domain.outcome import ReplyOutcome
 from chatkeep.domain.records import Conversation, Message, MessageStatus, Usage
-from chatkeep.domain.tokens import TokenEstimator, content_tokens, estimate_tokens
-from chatkeep.errors import ChatkeepError, ProviderError, ProviderTimeout, StorageError
+from chatkeep.domain.replies import after_reply, send_fingerprint
+from chatkeep.domain.tokens import content_tokens, estimate_tokens
+from chatkeep.errors import (
+    ChatkeepError,
+    NotFound,
+    ProviderError,
+    ReplyCancelled,
+    ReplyInProgress,
+    ShuttingDown,
+    StorageError,
+)
 from chatkeep.logs import truncate
-from chatkeep.providers.base import ChatRequest, Chunk
-from chatkeep.providers.registry import ProviderRegistry
-from chatkeep.serialize import message_dict, message_json
+from chatkeep.serialize import message_json
+from chatkeep.service.pipeline import GenerationPipeline, Slot
 from chatkeep.service.summaries import Summarizer
 from chatkeep.storage.base import ReplyStart, Store
-from chatkeep.streaming.registry import ReplyStreams
-from chatkeep.streaming.reply_stream import ReplyStream, ReplyTooLong
+from chatkeep.streaming.hub import ReplyHub, ReplyPublisher, ReplySource
+from chatkeep.streaming.reply_stream import ReplyTooLong
 
 logger = logging.getLogger("chatkeep.service.replies")
 
 SHUTDOWN_REASON = "the server shut down while this reply was being generated"
+CANCEL_REASON = "the reply was cancelled by the client"
 
 #: A failure reason may quote a backend's answer; a log line keeps this much of one.
 REASON_LOG_CHARS = 300
@@ -41,41 +50,67 @@ REASON_LOG_CHARS = 300
 #: How many stored messages one context read fetches at a time.
 CONTEXT_PAGE = 64
 
+#: Beyond the model's own timeout, how long a JSON send waits for the commit of its reply.
+#: The generation task always ends within the model timeout; this covers the commit.
+COMMIT_WAIT_SECONDS = 30.0
+
 
 @dataclass(slots=True)
 class SendResult:
-    """A send in progress or replayed: the user message and its reply stream or answer."""
+    """A send in progress or replayed: the user message, and its reply's stream or outcome.
+
+    ``source`` is set while the reply can be read live (running, or finished recently);
+    ``outcome`` is set when the reply is already committed (a replayed send).
+    """
 
     start: ReplyStart
-    stream: ReplyStream | None
+    source: ReplySource | None
+    outcome: ReplyOutcome | None
+    #: How long a caller waits for the outcome at most (the reply's timeout + commit).
+    wait_seconds: float
 
 
-class ConversationService:
+@dataclass(slots=True)
+class Resumption:
+    """What a resume reads: the live reply, or the last committed one."""
+
+    source: ReplySource | None
+    user_message: Message | None = None
+    outcome: ReplyOutcome | None = None
+
+
+@dataclass(slots=True)
+class _Running:
+    """A reply being generated: its task, and why it was stopped if it was."""
+
+    task: asyncio.Task[None]
+    stop: ChatkeepError | None = None
+    #: False once the model is done and the reply is being committed: a commit is never
+    #: interrupted, so that what the store holds and what the readers are told agree.
+    generating: bool = True
+
+
+class ReplyService:
     """Sends messages and runs their replies."""
 
     def __init__(
         self,
         *,
         store: Store,
-        providers: ProviderRegistry,
-        admission: AdmissionQueue,
-        streams: ReplyStreams,
-        stream_buffer_bytes: int,
-        stream_idle_timeout: float,
+        pipeline: GenerationPipeline,
+        hub: ReplyHub,
         working_set: WorkingSet,
         summarizer: Summarizer | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
-        self.providers = providers
-        self.admission = admission
-        self.streams = streams
-        self.stream_buffer_bytes = stream_buffer_bytes
-        self.stream_idle_timeout = stream_idle_timeout
+        self.pipeline = pipeline
+        self.hub = hub
         self.working_set = working_set
         self.summarizer = summarizer
         self._clock = clock
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._running: dict[str, _Running] = {}
+        self._shutdown_timer: asyncio.TimerHandle | None = None
 
     async def send(
         self,
@@ -87,178 +122,218 @@ class ConversationService:
         priority: int = 0,
     ) -> SendResult:
         """Commit the user message and start its reply (or find the first send's result)."""
+        fingerprint = send_fingerprint(content)
         if client_message_id is not None:
             # A retry must not wait in line or be refused for load: answer it from storage.
-            replay = await self._replay(owner_id, conversation_id, client_message_id)
-            if replay is not None:
-                return replay
-        await self.admission.acquire(priority)
+            start = await self.store.find_send(
+                owner_id, conversation_id, client_message_id, fingerprint=fingerprint
+            )
+            if start is not None:
+                return self._replayed(start)
+        slot = await self.pipeline.admit(priority)
         try:
             start = await self.store.begin_reply(
-                owner_id, conversation_id, content=content, client_message_id=client_message_id
+                owner_id,
+                conversation_id,
+                content=content,
+                client_message_id=client_message_id,
+                fingerprint=fingerprint,
             )
         except BaseException:
-            self.admission.release()
+            slot.release()
             raise
         if start.replayed:
-            self.admission.release()
-            return SendResult(start, self.streams.get(owner_id, conversation_id))
-        self.working_set.record_messages(
-            owner_id, conversation_id, start.conversation, start.user_message
-        )
-        stream = ReplyStream(
-            reply_id=start.user_message.id,
+            slot.release()
+            return self._replayed(start)
+        conversation, user_message = start.conversation, start.user_message
+        self.working_set.record_messages(owner_id, conversation_id, conversation, user_message)
+        reply = self.hub.open(
+            reply_id=user_message.id,
             conversation_id=conversation_id,
             owner_id=owner_id,
-            message_event=message_json(start.user_message),
-            max_bytes=self.stream_buffer_bytes,
-            clock=self._clock,
+            message_event=message_json(user_message),
         )
-        self.streams.add(stream)
         task = asyncio.create_task(
-            self._generate(start.conversation, start.user_message, stream),
+            self._generate(conversation, user_message, reply, slot),
             name=f"reply-{conversation_id}",
         )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return SendResult(start, stream)
+        self._running[conversation_id] = _Running(task)
+        task.add_done_callback(lambda _: self._running.pop(conversation_id, None))
+        return SendResult(start, self.hub.find(owner_id, conversation_id), None, self._wait(start))
 
-    async def _replay(
-        self, owner_id: str, conversation_id: str, client_message_id: str
-    ) -> SendResult | None:
-        start = await self.store.find_send(owner_id, conversation_id, client_message_id)
-        if start is None:
-            return None
-        stream = None
-        if start.assistant_message is None:
-            stream = self.streams.get(owner_id, conversation_id)
-            if stream is not None and stream.reply_id != start.user_message.id:
-                stream = None
-        return SendResult(start, stream)
+    def _replayed(self, start: ReplyStart) -> SendResult:
+        assistant = start.assistant_message
+        if assistant is not None:
+            return SendResult(start, None, ReplyOutcome.committed(assistant), 0.0)
+        source = self.hub.find(start.conversation.owner_id, start.conversation.id)
+        if source is not None and source.reply_id != start.user_message.id:
+            source = None
+        return SendResult(start, source, None, self._wait(start))
+
+    def _wait(self, start: ReplyStart) -> float:
+        route = self.pipeline.providers.route(start.conversation.model)
+        return route.timeout_seconds + COMMIT_WAIT_SECONDS
+
+    async def outcome(self, result: SendResult) -> ReplyOutcome:
+        """The outcome of a send: at once when replayed, else when its reply ends.
+
+        Never waits longer than ``result.wait_seconds``; a reply that is still open
+        then (or whose stream is gone) raises `ReplyInProgress`, telling the client to
+        read it from the stream or the history.
+        """
+        if result.outcome is not None:
+            return result.outcome
+        if result.source is not None:
+            outcome = await result.source.wait(result.wait_seconds)
+            if outcome is not None:
+                return outcome
+        raise ReplyInProgress(
+            "the reply to this message is still being generated; read it from "
+            f"/api/conversations/{result.start.conversation.id}/stream or the history"
+        )
+
+    async def resume(self, owner_id: str, conversation_id: str) -> Resumption:
+        """The reply a client reconnecting to a conversation reads."""
+        source = self.hub.find(owner_id, conversation_id)
+        if source is not None:
+            return Resumption(source)
+        recent = await self.store.recent_messages(owner_id, conversation_id, limit=2)
+        assistant = next((m for m in recent if m.role == "assistant"), None)
+        user = next(
+            (m for m in recent if assistant is not None and m.id == assistant.reply_to), None
+        )
+        if assistant is None or user is None:
+            raise NotFound(f"conversation {conversation_id} has no reply to stream")
+        return Resumption(None, user, ReplyOutcome.committed(assistant))
+
+    async def cancel(self, owner_id: str, conversation_id: str) -> ReplyOutcome:
+        """Stop the running reply of a conversation; what it generated so far is stored."""
+        source = self.hub.find(owner_id, conversation_id)
+        running = self._running.get(conversation_id)
+        if source is None or running is None or source.finished:
+            await self.store.get_conversation(owner_id, conversation_id)  # 404 if not ours
+            raise NotFound(f"conversation {conversation_id} has no reply being generated")
+        self._stop(running, ReplyCancelled(CANCEL_REASON))
+        outcome = await source.wait(COMMIT_WAIT_SECONDS)
+        if outcome is None:
+            raise ReplyInProgress("the reply is still being stopped; read it from the history")
+        return outcome
+
+    @staticmethod
+    def _stop(running: _Running, why: ChatkeepError) -> None:
+        if running.stop is None and running.generating:
+            running.stop = why
+            running.task.cancel()
 
     async def _generate(
-        self, conversation: Conversation, user_message: Message, stream: ReplyStream
+        self, conversation: Conversation, user_message: Message, reply: ReplyPublisher, slot: Slot
     ) -> None:
+        outcome: ReplyOutcome | None = None
         try:
-            await self._generate_and_commit(conversation, user_message, stream)
+            outcome = await self._generate_and_commit(conversation, user_message, reply, slot)
         finally:
-            self.admission.release()
-            self.streams.mark_finished(stream)
+            slot.release()
+            if outcome is None:
+                # Cancelled mid-commit or a bug past every handler: the reply still ends.
+                outcome = ReplyOutcome.unstored(StorageError("the reply could not be stored"))
+            reply.finish(outcome)
+            self.hub.close(reply)
 
     async def _generate_and_commit(
-        self, conversation: Conversation, user_message: Message, stream: ReplyStream
-    ) -> None:
-        status: MessageStatus = "complete"
-        reason: str | None = None
+        self, conversation: Conversation, user_message: Message, reply: ReplyPublisher, slot: Slot
+    ) -> ReplyOutcome:
         error: ChatkeepError | None = None
         usage: Usage | None = None
         context: Context | None = None
         try:
-            provider, config = self.providers.get(conversation.model)
-            context = await self._context(
-                conversation,
-                user_message,
-                config.context_tokens,
-                self.providers.estimator(conversation.model),
-            )
-            request = ChatRequest(
-                model=self.providers.upstream_model(conversation.model),
-                messages=context.messages,
-            )
-            async with asyncio.timeout(config.timeout_seconds):
-                async for chunk in _idle_bounded(
-                    provider.stream(request), self.stream_idle_timeout
-                ):
-                    stream.append(chunk.text)
-                    usage = chunk.usage or usage
+            context = await self._context(conversation, user_message)
+            async for chunk in self.pipeline.pieces(conversation.model, context.messages):
+                reply.publish(chunk.text)
+                usage = chunk.usage or usage
             if usage is None:
-                usage = Usage(context.tokens, estimate_tokens(stream.text))
-        except ProviderError as exc:
-            status, reason, error = "incomplete", exc.message, exc
+                usage = Usage(context.tokens, estimate_tokens(reply.seal()))
+        except ChatkeepError as exc:
+            error = exc
         except ReplyTooLong as exc:
-            status, reason = "incomplete", str(exc)
             error = ProviderError(str(exc))
-        except IdleTimeout as exc:
-            status, reason = "incomplete", str(exc)
-            error = ProviderTimeout(reason)
-        except TimeoutError:
-            status, reason = "incomplete", "the model did not finish within its timeout"
-            error = ProviderTimeout(reason)
         except asyncio.CancelledError:
-            await asyncio.shield(
+            running = self._running.get(conversation.id)
+            why = running.stop if running is not None else None
+            if running is not None:
+                running.generating = False
+            # Stopped on purpose (a cancel, the end of the shutdown grace) or cancelled
+            # by the event loop closing: store what there is, then let a real
+            # cancellation go on.
+            outcome = await asyncio.shield(
                 self._commit(
-                    conversation,
-                    user_message,
-                    stream,
-                    "incomplete",
-                    SHUTDOWN_REASON,
-                    None,
-                    ProviderError(SHUTDOWN_REASON),
+                    conversation, user_message, reply, None, why or ShuttingDown(SHUTDOWN_REASON)
                 )
             )
-            raise
-        except ChatkeepError as exc:
-            status, reason, error = "incomplete", exc.message, exc
+            if why is None:
+                reply.finish(outcome)
+                raise
+            return outcome
         except Exception as exc:  # a bug must still close the reply, never leave it open
             logger.exception("reply generation failed")
-            status, reason = "incomplete", f"internal error: {type(exc).__name__}"
-            error = ChatkeepError(reason)
+            error = ChatkeepError(f"internal error: {type(exc).__name__}")
+        running = self._running.get(conversation.id)
+        if running is not None:
+            running.generating = False
+        slot.release()  # the backend is done; committing needs no generation slot
         if error is None and self.summarizer is not None and context is not None:
             self.summarizer.consider(conversation, context)
         if error is not None:
             logger.warning(
                 "reply ended incomplete: %s",
-                truncate(reason or "", REASON_LOG_CHARS),
+                truncate(error.message, REASON_LOG_CHARS),
                 extra={"conversation_id": conversation.id, "model": conversation.model},
             )
-        await self._commit(conversation, user_message, stream, status, reason, usage, error)
+        return await self._commit(conversation, user_message, reply, usage, error)
 
     async def _commit(
         self,
         conversation: Conversation,
         user_message: Message,
-        stream: ReplyStream,
-        status: MessageStatus,
-        reason: str | None,
+        reply: ReplyPublisher,
         usage: Usage | None,
         error: ChatkeepError | None,
-    ) -> None:
+    ) -> ReplyOutcome:
+        status: MessageStatus = "complete" if error is None else "incomplete"
         try:
             message = await self.store.finish_reply(
                 conversation.owner_id,
                 conversation.id,
                 reply_to=user_message.id,
-                content=stream.seal(),
+                content=reply.seal(),
                 status=status,
-                reason=reason,
+                reason=None if error is None else error.message,
+                reason_code=None if error is None else error.code,
                 usage=usage,
             )
-        except StorageError as exc:
+        except Exception as exc:
+            # Whatever went wrong, the user message stays and recovery closes the reply
+            # at the next start; the readers are told it could not be stored.
+            failure = (
+                exc
+                if isinstance(exc, StorageError)
+                else StorageError(f"the reply could not be stored: {exc}")
+            )
             logger.error(
                 "could not commit reply: %s",
-                exc.message,
+                failure.message,
+                exc_info=not isinstance(exc, ChatkeepError),
                 extra={"conversation_id": conversation.id},
             )
-            stream.finish("error", error_payload(exc), result=exc)
-            return
+            return ReplyOutcome.unstored(failure)
         self.working_set.record_messages(
-            conversation.owner_id, conversation.id, _after_reply(conversation, message), message
+            conversation.owner_id, conversation.id, after_reply(conversation, message), message
         )
-        payload = message_dict(message)
-        stream.error = error
-        if error is None:
-            stream.finish("done", payload, result=message)
-        else:
-            stream.finish("error", {**error_payload(error), "message": payload}, result=message)
+        return ReplyOutcome.committed(message)
 
-    async def _context(
-        self,
-        conversation: Conversation,
-        user_message: Message,
-        budget: int,
-        estimator: TokenEstimator = estimate_tokens,
-    ) -> Context:
+    async def _context(self, conversation: Conversation, user_message: Message) -> Context:
         """The bounded context: recent messages from the working set, older ones from storage."""
+        route = self.pipeline.providers.route(conversation.model)
+        budget = route.context_tokens
         entry = await self.working_set.get(conversation.owner_id, conversation.id)
         newest_first = [m for m in reversed(entry.messages) if m.seq <= user_message.seq]
         if not newest_first or newest_first[0].seq != user_message.seq:
@@ -281,89 +356,39 @@ class ConversationService:
             summary_through_seq=conversation.summary_through_seq,
             newest_first=newest_first,
             budget_tokens=budget,
-            estimator=estimator,
+            estimator=route.estimator,
         )
 
+    def begin_shutdown(self, grace_seconds: float) -> None:
+        """The server is stopping: replies get ``grace_seconds`` to finish, then stop.
+
+        Called as soon as the stop is asked for, so that readers of a reply still running
+        at the end of the grace get its final event (``error``, code ``shutdown``) before
+        their connections close.
+        """
+        if self._shutdown_timer is None:
+            loop = asyncio.get_running_loop()
+            self._shutdown_timer = loop.call_later(grace_seconds, self._stop_all)
+
+    def _stop_all(self) -> None:
+        for running in list(self._running.values()):
+            self._stop(running, ShuttingDown(SHUTDOWN_REASON))
+
     async def shutdown(self, grace_seconds: float) -> None:
-        """Let running replies finish for ``grace_seconds``, then close them as incomplete."""
-        if not self._tasks:
-            return
-        _, pending = await asyncio.wait(set(self._tasks), timeout=grace_seconds)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending)
+        """Let running replies finish for ``grace_seconds``, then stop and store them."""
+        tasks = {running.task for running in self._running.values()}
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace_seconds)
+            if pending:
+                self._stop_all()
+                await asyncio.wait(pending)
+        if self._shutdown_timer is not None:
+            self._shutdown_timer.cancel()
 
     @property
     def running_replies(self) -> int:
-        return len(self._tasks)
-
-
-class IdleTimeout(Exception):
-    """The model sent nothing for longer than the stream idle timeout."""
-
-
-async def _idle_bounded(chunks: AsyncIterator[Chunk], idle_seconds: float) -> AsyncIterator[Chunk]:
-    """Relay ``chunks``, giving up when the model stays silent for ``idle_seconds``.
-
-    A per-chunk `asyncio.timeout` would arm and cancel a timer for every token; instead
-    one watchdog timer checks the time of the last chunk and re-arms itself, so a chunk
-    costs one clock read.
-    """
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-    last = loop.time()
-    fired = False
-    handle: asyncio.TimerHandle | None = None
-
-    def check() -> None:
-        nonlocal fired, handle
-        if loop.time() - last >= idle_seconds:
-            fired = True
-            task.cancel()
-        else:
-            handle = loop.call_at(last + idle_seconds, check)
-
-    handle = loop.call_at(last + idle_seconds, check)
-    iterator = aiter(chunks)
-    try:
-        async for chunk in iterator:
-            last = loop.time()
-            yield chunk
-    except asyncio.CancelledError:
-        if fired and task.uncancel() == 0:
-            raise IdleTimeout(
-                f"the model sent nothing for {idle_seconds:g} seconds; the reply was cut"
-            ) from None
-        raise
-    finally:
-        handle.cancel()
-        aclose = getattr(iterator, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-
-def _after_reply(conversation: Conversation, reply: Message) -> Conversation:
-    """The conversation record as `finish_reply` left it, without reading it back."""
-    usage = reply.usage or Usage()
-    return replace(
-        conversation,
-        message_count=reply.seq,
-        last_activity=reply.created_at,
-        updated_at=reply.created_at,
-        open_reply_to=None,
-        usage=Usage(
-            conversation.usage.prompt_tokens + usage.prompt_tokens,
-            conversation.usage.completion_tokens + usage.completion_tokens,
-        ),
-    )
+        return len(self._running)
 
 
 def _tokens_in(messages: list[Message]) -> int:
     return sum(content_tokens(m) for m in messages)
-
-
-def error_payload(error: ChatkeepError) -> dict[str, Any]:
-    """The JSON error body for ``error``."""
-    return {"error": {"code": error.code, "message": error.message}}

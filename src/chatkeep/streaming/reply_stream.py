@@ -10,7 +10,8 @@ silently skipped ahead.
 
 Events are numbered: 0 is ``message`` (the committed user message), 1…n are
 ``delta`` pieces, n+1 is ``done`` or ``error``. The SSE id of event k is
-``"<reply id>:<k>"``.
+``"<reply id>:<k>"``. The final event is made from the reply's `ReplyOutcome` by
+`final_event`, the same function that answers a replayed reply.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
+from chatkeep.domain.outcome import ReplyOutcome
+from chatkeep.domain.records import Message
+from chatkeep.errors import ShuttingDown
+from chatkeep.serialize import message_dict
 
 #: Bytes one piece costs while a reply runs: a str object and its list slot.
 PIECE_OVERHEAD = 64
@@ -38,6 +44,41 @@ class StreamEvent:
     event: str
     data: bytes
     id: str
+    #: Milliseconds the client should wait before it reconnects, when the event says so.
+    retry_ms: int | None = None
+
+
+#: How long a client cut off by a server stop waits before it reconnects (to this
+#: instance once it is back, or to another behind the same load balancer).
+SHUTDOWN_RETRY_MS = 5000
+
+#: Yielded by `ReplyStream.subscribe` when nothing happened for ``ping_seconds``: the
+#: reader sends a keep-alive comment, so proxies keep the connection open.
+PING = StreamEvent("", b"", "")
+
+
+def final_event(outcome: ReplyOutcome) -> tuple[str, dict[str, Any]]:
+    """The last event of a reply stream: ``done`` with the message, or ``error``.
+
+    An ``error`` carries the committed (incomplete) message when there is one.
+    """
+    if outcome.complete:
+        assert outcome.message is not None
+        return "done", message_dict(outcome.message)
+    payload = outcome.error_body()
+    if outcome.message is not None:
+        payload["message"] = message_dict(outcome.message)
+    return "error", payload
+
+
+def committed_events(user_message: Message, outcome: ReplyOutcome) -> list[tuple[str, bytes]]:
+    """The events of a reply that is already committed, as a live stream would have sent."""
+    events = [("message", orjson.dumps(message_dict(user_message)))]
+    if outcome.message is not None and outcome.message.content:
+        events.append(("delta", orjson.dumps({"text": outcome.message.content})))
+    event, payload = final_event(outcome)
+    events.append((event, orjson.dumps(payload)))
+    return events
 
 
 class TooManySubscribers(Exception):
@@ -87,9 +128,8 @@ class ReplyStream:
         self.subscribers = 0
         self.started_at = self.last_activity = clock()
         self.finished_at: float | None = None
-        self.result: Any = None
-        #: Why the reply ended incomplete, when it did.
-        self.error: Exception | None = None
+        #: How the reply ended; set once, by `finish`.
+        self.outcome: ReplyOutcome | None = None
 
     @property
     def text(self) -> str:
@@ -126,7 +166,7 @@ class ReplyStream:
     def finished(self) -> bool:
         return self._final is not None
 
-    def append(self, piece: str) -> None:
+    def publish(self, piece: str) -> None:
         """Publish a piece of the reply."""
         if self._final is not None or self._text is not None:
             raise RuntimeError("stream already finished")
@@ -143,23 +183,30 @@ class ReplyStream:
         self.last_activity = self._clock()
         self._notify()
 
-    def finish(self, event: str, payload: Any, result: Any = None) -> None:
+    def finish(self, outcome: ReplyOutcome) -> None:
         """Publish the final event (``done`` or ``error``); later calls are ignored."""
         if self._final is not None:
             return
         self.seal()
         # Kept as given and encoded per reader: resuming after the end is rare, and the
         # payload shares its text with the committed message.
-        self._final = (event, payload)
-        self.result = result
+        self._final = final_event(outcome)
+        self.outcome = outcome
         self.finished_at = self._clock()
         self._notify()
 
-    async def wait_finished(self) -> Any:
-        """Wait for the final event; return the result given to `finish`."""
-        while self._final is None:
-            await self._changed.wait()
-        return self.result
+    async def wait(self, within: float | None = None) -> ReplyOutcome | None:
+        """Wait at most ``within`` seconds for the end; the outcome, or None if not yet."""
+        try:
+            async with asyncio.timeout(within):
+                while self.outcome is None:
+                    await self._changed.wait()
+        except TimeoutError:
+            return None
+        return self.outcome
+
+    def _is_shutdown(self) -> bool:
+        return self.outcome is not None and self.outcome.code == ShuttingDown.code
 
     def _notify(self) -> None:
         # Wake everyone waiting on the old event; new waiters get a fresh one.
@@ -190,10 +237,12 @@ class ReplyStream:
         after: int = -1,
         max_lag_bytes: int | None = None,
         max_subscribers: int | None = None,
+        ping_seconds: float | None = None,
     ) -> AsyncIterator[StreamEvent]:
         """Yield the events after index ``after``, live, until the final one.
 
-        Raises `TooManySubscribers` when ``max_subscribers`` readers are already on.
+        With ``ping_seconds``, `PING` is yielded whenever that long passed without an
+        event. Raises `TooManySubscribers` when ``max_subscribers`` readers are already on.
         """
         if max_subscribers is not None and self.subscribers >= max_subscribers:
             raise TooManySubscribers(
@@ -221,8 +270,18 @@ class ReplyStream:
                     continue
                 if self._final is not None:
                     event, payload = self._final
-                    yield StreamEvent(event, orjson.dumps(payload), self.event_id(head + 1))
+                    retry = SHUTDOWN_RETRY_MS if self._is_shutdown() else None
+                    yield StreamEvent(
+                        event, orjson.dumps(payload), self.event_id(head + 1), retry_ms=retry
+                    )
                     return
-                await self._changed.wait()
+                if ping_seconds is None:
+                    await self._changed.wait()
+                    continue
+                try:
+                    async with asyncio.timeout(ping_seconds):
+                        await self._changed.wait()
+                except TimeoutError:
+                    yield PING
         finally:
             self.subscribers -= 1

@@ -1,4 +1,4 @@
-"""The reply streams a server holds: running ones, and finished ones kept for resuming.
+"""The in-process reply hub: running reply streams, and finished ones kept for resuming.
 
 A finished stream is kept for ``retention_seconds`` so a client that lost its
 connection near the end can resume from its ``Last-Event-ID``; at most
@@ -12,25 +12,54 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
+from chatkeep.streaming.hub import ReplyHub, ReplyPublisher
 from chatkeep.streaming.reply_stream import ReplyStream
 
 
-class ReplyStreams:
-    """Current reply stream per conversation."""
+class MemoryReplyHub(ReplyHub):
+    """Current reply stream per conversation, in this process.
+
+    ``max_bytes`` bounds the text of one reply (a longer one is cut and stored
+    incomplete); running replies are bounded in number by admission control.
+    """
 
     def __init__(
-        self, *, retention_seconds: float, max_retained: int, clock: Callable[[], float]
+        self,
+        *,
+        retention_seconds: float,
+        max_retained: int,
+        max_bytes: int,
+        clock: Callable[[], float],
     ) -> None:
         self.retention_seconds = retention_seconds
         self.max_retained = max_retained
+        self.max_bytes = max_bytes
         self._clock = clock
         self._running: dict[str, ReplyStream] = {}
         self._finished: OrderedDict[str, ReplyStream] = OrderedDict()
+
+    def open(
+        self, *, reply_id: str, conversation_id: str, owner_id: str, message_event: bytes
+    ) -> ReplyStream:
+        stream = ReplyStream(
+            reply_id=reply_id,
+            conversation_id=conversation_id,
+            owner_id=owner_id,
+            message_event=message_event,
+            max_bytes=self.max_bytes,
+            clock=self._clock,
+        )
+        self.add(stream)
+        return stream
 
     def add(self, stream: ReplyStream) -> None:
         """Register a new running stream for its conversation."""
         self._finished.pop(stream.conversation_id, None)
         self._running[stream.conversation_id] = stream
+
+    def close(self, reply: ReplyPublisher) -> None:
+        assert isinstance(reply, ReplyStream)
+        self.mark_finished(reply)
 
     def mark_finished(self, stream: ReplyStream) -> None:
         """Move a stream to the retained set once its final event is out."""
@@ -40,7 +69,7 @@ class ReplyStreams:
         self._finished.move_to_end(stream.conversation_id)
         self.reap()
 
-    def get(self, owner_id: str, conversation_id: str) -> ReplyStream | None:
+    def find(self, owner_id: str, conversation_id: str) -> ReplyStream | None:
         """The running or recently finished stream of a conversation, if any."""
         stream = self._running.get(conversation_id) or self._finished.get(conversation_id)
         if stream is None or stream.owner_id != owner_id:

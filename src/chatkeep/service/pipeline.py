@@ -1,0 +1,148 @@
+"""The one generation pipeline: (response cache) → admission → provider → the caller's sink.
+
+Both the durable send and the stateless ``/v1`` passthrough go through here, so what a
+generation must pass (admission, a response cache, rate limits by owner) lands once:
+
+* `admit` takes an admission slot (or raises `Overloaded`: 503 with ``Retry-After``); the
+  holder gives it back with `Slot.release`, exactly once, when the backend is done;
+* `pieces` streams a model's reply, with the idle bound between pieces;
+* `relay` hands an OpenAI-shaped body to a provider that relays it byte for byte.
+
+The sinks differ: the durable send publishes pieces into the reply hub and commits the
+result; the passthrough writes them to its HTTP response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from chatkeep.admission.queue import AdmissionQueue
+from chatkeep.errors import ProviderTimeout
+from chatkeep.providers.base import ChatRequest, Chunk, PassthroughResponse
+from chatkeep.providers.registry import ProviderRegistry
+
+
+class Slot:
+    """One admission slot; `release` gives it back once, later calls do nothing."""
+
+    __slots__ = ("_admission", "_held")
+
+    def __init__(self, admission: AdmissionQueue) -> None:
+        self._admission = admission
+        self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._admission.release()
+
+    async def aclose(self) -> None:
+        """`release`, as a callback a streamed response awaits when it closes."""
+        self.release()
+
+
+class GenerationPipeline:
+    """Admission and model calls, shared by every surface that generates text."""
+
+    def __init__(
+        self,
+        *,
+        providers: ProviderRegistry,
+        admission: AdmissionQueue,
+        idle_timeout: float,
+    ) -> None:
+        self.providers = providers
+        self.admission = admission
+        self.idle_timeout = idle_timeout
+
+    async def admit(self, priority: int = 0) -> Slot:
+        """Wait for a generation slot (lower ``priority`` first) or raise `Overloaded`."""
+        await self.admission.acquire(priority)
+        return Slot(self.admission)
+
+    async def pieces(
+        self, model: str, messages: list[dict[str, str]], options: dict[str, Any] | None = None
+    ) -> AsyncIterator[Chunk]:
+        """The reply of ``model`` to ``messages``, piece by piece.
+
+        Each gap between pieces is bounded by the idle timeout (`ProviderTimeout`); the
+        whole reply is bounded by the provider, which owns the model's timeout (its
+        retries must fit in it). A provider failure raises its `ProviderError`.
+        """
+        route = self.providers.route(model)
+        request = ChatRequest(messages=messages, options=options or {})
+        async for chunk in _idle_bounded(route.provider.stream(request), self.idle_timeout):
+            yield chunk
+
+    async def relay(self, model: str, body: bytes) -> PassthroughResponse:
+        """Relay an OpenAI chat-completions body to ``model``'s backend unchanged.
+
+        The provider puts its backend's name for the model in, when that differs.
+        """
+        return await self.providers.route(model).provider.passthrough(body)
+
+
+async def _idle_bounded(chunks: AsyncIterator[Chunk], idle_seconds: float) -> AsyncIterator[Chunk]:
+    """Relay ``chunks``, giving up when the model stays silent for ``idle_seconds``.
+
+    A per-piece `asyncio.timeout` would arm and cancel a timer for every token; instead
+    one watchdog timer re-arms itself, so a piece costs a clock read and two stores. The
+    watchdog cancels the task only while it waits here for the model: a consumer busy
+    with something else between pieces (writing to its client) is never cancelled in
+    the middle of that; the bound is checked again when it asks for the next piece.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    last = loop.time()
+    waiting = False
+    fired = False
+    handle: asyncio.TimerHandle | None = None
+
+    def due() -> float:
+        return last + idle_seconds
+
+    def check() -> None:
+        nonlocal fired, handle
+        handle = None
+        if not waiting:
+            return  # re-armed when the consumer asks for the next piece
+        if loop.time() >= due():
+            fired = True
+            task.cancel()
+        else:
+            handle = loop.call_at(due(), check)
+
+    def expired() -> ProviderTimeout:
+        return ProviderTimeout(
+            f"the model sent nothing for {idle_seconds:g} seconds; the reply was cut"
+        )
+
+    iterator = aiter(chunks)
+    try:
+        while True:
+            if loop.time() >= due():
+                raise expired()
+            waiting = True
+            if handle is None:
+                handle = loop.call_at(due(), check)
+            try:
+                chunk = await anext(iterator)
+            except StopAsyncIteration:
+                return
+            finally:
+                waiting = False
+            last = loop.time()
+            yield chunk
+    except asyncio.CancelledError:
+        if fired and task.uncancel() == 0:
+            raise expired() from None
+        raise
+    finally:
+        if handle is not None:
+            handle.cancel()
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()
