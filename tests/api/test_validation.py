@@ -230,3 +230,20 @@ async def test_chat_completion_with_bad_stream_options_is_422(client: httpx.Asyn
     )
     response = await _raw(client, "POST", "/v1/chat/completions", body)
     _assert_invalid(response, "stream_options")
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (b'{"title": "\xff"}', ("body", "UTF-8")),
+        (b'{"metadata":' + b'{"a":' * 5000 + b"1" + b"}" * 5001, ("body", "deep")),
+    ],
+)
+async def test_bodies_that_cannot_be_decoded_are_422(
+    client: httpx.AsyncClient, body: bytes, words: tuple[str, ...]
+) -> None:
+    # Invalid JSON like any other, not a vague 400.
+    response = await client.post(
+        "/api/conversations", content=body, headers={"content-type": "application/json"}
+    )
+    _assert_invalid(response, *words)

@@ -22,6 +22,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Request
 
 from chatkeep import __version__
+from chatkeep.api.schemas import error_responses
 from chatkeep.api.state import state
 from chatkeep.errors import Unauthorized
 
@@ -85,7 +86,12 @@ def require_admin(request: Request) -> None:
         )
 
 
-router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+router = APIRouter(
+    prefix="/admin",
+    tags=["admin"],
+    dependencies=[Depends(require_admin)],
+    responses=error_responses(401),
+)
 
 
 @router.get("/memory", summary="Memory budget, tier, trend and bounded structures")
@@ -97,7 +103,11 @@ async def memory(request: Request) -> dict[str, Any]:
     return snapshot
 
 
-@router.post("/memory/profile", summary="Trace allocations for a while; top lines by growth")
+@router.post(
+    "/memory/profile",
+    summary="Trace allocations for a while; top lines by growth",
+    responses=error_responses(422),
+)
 async def profile(
     request: Request,
     seconds: Annotated[float, Body(gt=0, description="How long to trace.")] = 10.0,

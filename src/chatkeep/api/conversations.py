@@ -12,7 +12,16 @@ from starlette.status import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from chatkeep.api.errors import chatkeep_error_response, describe_validation_errors
 from chatkeep.api.openapi import SEND_RESPONSES, send_message_parameters
-from chatkeep.api.schemas import CreateConversation, SendMessage, UpdateConversation
+from chatkeep.api.schemas import (
+    CONVERSATION_LINKS,
+    ConversationAnswer,
+    ConversationPage,
+    CreateConversation,
+    MessagePage,
+    SendMessage,
+    UpdateConversation,
+    error_responses,
+)
 from chatkeep.api.sse import replayed_events, sse_response, stream_events
 from chatkeep.api.state import AppState, state
 from chatkeep.domain.records import Message
@@ -53,7 +62,16 @@ def _page_size(app: AppState, limit: int | None) -> int:
     return min(limit or app.settings.default_page_size, app.settings.max_page_size)
 
 
-@router.post("", status_code=HTTP_201_CREATED, summary="Create a conversation")
+@router.post(
+    "",
+    status_code=HTTP_201_CREATED,
+    summary="Create a conversation",
+    response_model=None,
+    responses={
+        201: {"model": ConversationAnswer, "links": CONVERSATION_LINKS},
+        **error_responses(413, 422, 503),
+    },
+)
 async def create_conversation(body: CreateConversation, request: Request) -> dict[str, Any]:
     app = state(request)
     model = body.model or app.settings.default_model
@@ -71,7 +89,12 @@ async def create_conversation(body: CreateConversation, request: Request) -> dic
     return conversation_dict(conversation)
 
 
-@router.get("", summary="List conversations, newest first")
+@router.get(
+    "",
+    summary="List conversations, newest first",
+    response_model=None,
+    responses={200: {"model": ConversationPage}, **error_responses(422, 503)},
+)
 async def list_conversations(
     request: Request,
     status: Literal["active", "archived"] | None = None,
@@ -85,13 +108,29 @@ async def list_conversations(
     return {"items": [conversation_dict(c) for c in page.items], "next_cursor": page.next_cursor}
 
 
-@router.get("/{conversation_id}", summary="Get a conversation with its counts and usage")
+@router.get(
+    "/{conversation_id}",
+    summary="Get a conversation with its counts and usage",
+    response_model=None,
+    responses={
+        200: {"model": ConversationAnswer, "links": CONVERSATION_LINKS},
+        **error_responses(404, 422, 503),
+    },
+)
 async def get_conversation(conversation_id: str, request: Request) -> dict[str, Any]:
     conversation = await state(request).store.get_conversation(_owner(request), conversation_id)
     return conversation_dict(conversation)
 
 
-@router.patch("/{conversation_id}", summary="Rename, archive or re-tag a conversation")
+@router.patch(
+    "/{conversation_id}",
+    summary="Rename, archive or re-tag a conversation",
+    response_model=None,
+    responses={
+        200: {"model": ConversationAnswer, "links": CONVERSATION_LINKS},
+        **error_responses(404, 413, 422, 503),
+    },
+)
 async def update_conversation(
     conversation_id: str, body: UpdateConversation, request: Request
 ) -> dict[str, Any]:
@@ -113,7 +152,11 @@ async def update_conversation(
 
 
 @router.delete(
-    "/{conversation_id}", status_code=HTTP_204_NO_CONTENT, summary="Delete a conversation"
+    "/{conversation_id}",
+    status_code=HTTP_204_NO_CONTENT,
+    summary="Delete a conversation",
+    response_model=None,
+    responses={204: {"description": "Deleted."}, **error_responses(404, 409, 422, 503)},
 )
 async def delete_conversation(conversation_id: str, request: Request) -> Response:
     app = state(request)
@@ -127,7 +170,12 @@ async def delete_conversation(conversation_id: str, request: Request) -> Respons
     return Response(status_code=HTTP_204_NO_CONTENT)
 
 
-@router.get("/{conversation_id}/messages", summary="Read history, a page at a time")
+@router.get(
+    "/{conversation_id}/messages",
+    summary="Read history, a page at a time",
+    response_model=None,
+    responses={200: {"model": MessagePage}, **error_responses(404, 422, 503)},
+)
 async def list_messages(
     conversation_id: str,
     request: Request,
@@ -271,7 +319,14 @@ async def _json_answer(result: SendResult) -> Response:
 @router.get(
     "/{conversation_id}/stream",
     summary="Resume the current or last reply stream (send Last-Event-ID)",
-    responses={200: {"content": {"text/event-stream": {}}}},
+    response_model=None,
+    responses={
+        200: {
+            "description": "The reply's events: `message`, `delta`, then `done` or `error`.",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **error_responses(404, 422, 503),
+    },
 )
 async def resume_stream(
     conversation_id: str,

@@ -72,6 +72,12 @@ async def on_validation_error(request: Request, exc: Exception) -> Response:
 async def on_http_error(request: Request, exc: Exception) -> Response:
     """Starlette's HTTP errors (unknown route, wrong method, body too large) as JSON."""
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):
+        # FastAPI's answer to a JSON body nested past its parser's stack.
+        return error_response(422, "invalid_request", "body: JSON nested too deep to read")
+    if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+        # FastAPI's answer to a JSON body that is not UTF-8.
+        return error_response(422, "invalid_request", f"body: not UTF-8 ({exc.__cause__.reason})")
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else code
     if exc.status_code == 404 and message == "Not Found":

@@ -80,3 +80,123 @@ class SendMessage(BaseModel):
     )
     stream: bool = Field(default=False, description="Answer with server-sent events.")
     priority: int = Field(default=0, ge=0, le=9, description="Lower runs first when queued.")
+
+
+# Answers, as documented in ``/openapi.json``. Routes return plain dicts (built by
+# `chatkeep.serialize`) and name these models in ``responses=``: the document is typed
+# without a second validation of every answer on the way out.
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong: a stable code and a sentence for people."""
+
+    code: str = Field(description="Stable, machine-readable: `not_found`, `invalid_request`, …")
+    message: str
+
+
+class ErrorAnswer(BaseModel):
+    """Every error answer: ``{"error": {"code", "message"}}``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    error: ErrorDetail
+
+
+class UsageAnswer(BaseModel):
+    """Tokens of one reply, or of a whole conversation."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class MessageAnswer(BaseModel):
+    """A stored message."""
+
+    id: str
+    conversation_id: str
+    seq: int
+    role: Literal["system", "user", "assistant"]
+    content: str
+    status: Literal["complete", "incomplete"]
+    created_at: str = Field(description="RFC 3339, UTC.")
+    client_message_id: str | None = None
+    reply_to: str | None = Field(default=None, description="The user message answered.")
+    reason: str | None = Field(default=None, description="Why an incomplete reply stopped.")
+    usage: UsageAnswer | None = None
+
+
+class ConversationAnswer(BaseModel):
+    """A conversation with its counts and usage."""
+
+    id: str
+    title: str | None
+    model: str
+    system_prompt: str | None
+    metadata: dict[str, Any]
+    status: Literal["active", "archived"]
+    created_at: str = Field(description="RFC 3339, UTC.")
+    updated_at: str = Field(description="RFC 3339, UTC.")
+    last_activity: str = Field(description="RFC 3339, UTC.")
+    message_count: int
+    usage: UsageAnswer
+    generating: bool = Field(description="A reply is being generated right now.")
+
+
+class CancelAnswer(BaseModel):
+    """What a cancelled reply had said, as stored (``incomplete``)."""
+
+    assistant_message: MessageAnswer | None = None
+
+
+class ConversationPage(BaseModel):
+    """A page of conversations, newest first."""
+
+    items: list[ConversationAnswer]
+    next_cursor: str | None = Field(description="Pass back as `cursor` for the next page.")
+
+
+class MessagePage(BaseModel):
+    """A page of history, oldest first."""
+
+    items: list[MessageAnswer]
+    next_cursor: str | None = Field(
+        description="Pass back as `after` for the next page (as `before`, paging backwards)."
+    )
+
+
+_ERRORS = {
+    401: "Missing or wrong credentials.",
+    404: "No such conversation (for this owner).",
+    409: "A reply is still being generated.",
+    413: "The body is over the limit.",
+    422: "The request is invalid; the message says what and where.",
+    503: "Overloaded (with Retry-After), or storage unavailable.",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` entries for the error answers a route can give, in their real shape."""
+    return {status: {"model": ErrorAnswer, "description": _ERRORS[status]} for status in statuses}
+
+
+def _on_conversation(path: str, method: str, description: str) -> dict[str, Any]:
+    """An OpenAPI link from an answer carrying a conversation (``id``) to an operation on it."""
+    pointer = "~1api~1conversations~1{conversation_id}" + path.replace("/", "~1")
+    return {
+        "operationRef": f"#/paths/{pointer}/{method}",
+        "parameters": {"conversation_id": "$response.body#/id"},
+        "description": description,
+    }
+
+
+#: Where a created (or read, or changed) conversation leads: clients and generated tests
+#: (schemathesis' stateful phase) chain create → send → read with these.
+CONVERSATION_LINKS: dict[str, dict[str, Any]] = {
+    "GetConversation": _on_conversation("", "get", "Read it back."),
+    "UpdateConversation": _on_conversation("", "patch", "Rename, archive or re-tag it."),
+    "DeleteConversation": _on_conversation("", "delete", "Delete it."),
+    "SendMessage": _on_conversation("/messages", "post", "Send a message to it."),
+    "ListMessages": _on_conversation("/messages", "get", "Read its history."),
+    "ResumeStream": _on_conversation("/stream", "get", "Resume its reply stream."),
+}
