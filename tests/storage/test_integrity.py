@@ -37,3 +37,12 @@ async def test_sound_database_checks_ok(tmp_path: Path) -> None:
         assert await store.integrity_check() == "ok"
     finally:
         await store.close()
+
+
+async def test_a_file_that_is_not_a_database_is_damage(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    path.write_bytes(b"this is not a database, whatever its name says" * 200)
+    store = SQLiteStore(path)
+    with pytest.raises(DatabaseDamaged, match="not a database"):
+        await store.open()
+    await store.close()

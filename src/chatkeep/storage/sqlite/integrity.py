@@ -28,9 +28,17 @@ def check(conn: sqlite3.Connection, *, full: bool = False) -> list[str]:
     try:
         rows = conn.execute(f"PRAGMA {pragma}({MAX_FINDINGS})").fetchall()
     except sqlite3.DatabaseError as exc:
+        if not is_damage(exc):
+            raise
         return [str(exc)]
     findings = [str(row[0]) for row in rows]
     return [] if findings == ["ok"] else findings
+
+
+def is_damage(exc: sqlite3.Error) -> bool:
+    """Whether the driver's error says the file itself is broken (not busy, not missing)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 
 
 def damaged(path: Path, findings: list[str]) -> DatabaseDamaged:

@@ -98,14 +98,19 @@ class SQLiteStore(Store):
     async def open(self) -> None:
         """Lock the data directory, check the file, migrate, connect the readers.
 
-        Raises `DataDirLocked` when another process uses the directory and
-        `DatabaseDamaged` when the file fails ``PRAGMA quick_check``; either way
-        nothing was written.
+        Raises `DataDirLocked` when another process uses the directory (then the
+        database was not even opened) and `DatabaseDamaged` when the file is not a
+        database or fails ``PRAGMA quick_check``; either way no migration or recovery ran.
         """
         try:
             self._lock.acquire()
             with driver_errors(f"opening {self.path}"):
-                await self._writer.connect()
+                try:
+                    await self._writer.connect()
+                except sqlite3.DatabaseError as exc:
+                    if integrity.is_damage(exc):
+                        raise integrity.damaged(self.path, [str(exc)]) from exc
+                    raise
                 findings = await self._writer.run(integrity.check)
                 if findings:
                     raise integrity.damaged(self.path, findings)
