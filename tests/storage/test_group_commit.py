@@ -157,3 +157,28 @@ async def test_reads_and_writes_after_close_fail_at_once(tmp_path: Path) -> None
             await store.get_conversation("o", conversation.id)
         with pytest.raises(StorageError):
             await store.create_conversation("o", model="echo")
+
+
+async def test_a_failing_commit_observer_does_not_stop_the_writer(
+    committer: GroupCommitter,
+) -> None:
+    def observer(seconds: float, writes: int) -> None:
+        raise RuntimeError("a metrics hook with a bug")
+
+    committer.observer = observer
+    async with asyncio.timeout(MUST_NOT_HANG):
+        assert await committer.write(_insert(1)) == 1
+        assert await committer.write(_insert(2)) == 1
+    assert committer.state is CommitterState.RUNNING
+
+
+async def test_a_failed_transaction_fails_its_batch_and_the_loop_goes_on(
+    committer: GroupCommitter,
+) -> None:
+    def ends_the_transaction(conn: sqlite3.Connection) -> None:
+        conn.execute("COMMIT")  # a bug: the batch's RELEASE and COMMIT now fail
+
+    with pytest.raises(StorageError):
+        await committer.write(ends_the_transaction)
+    async with asyncio.timeout(MUST_NOT_HANG):
+        assert await committer.write(_insert(1)) == 1
