@@ -14,6 +14,7 @@ from chatkeep.api.errors import chatkeep_error_response, describe_validation_err
 from chatkeep.api.openapi import SEND_RESPONSES, send_message_parameters
 from chatkeep.api.schemas import (
     CONVERSATION_LINKS,
+    EVENT_STREAM,
     ConversationAnswer,
     ConversationPage,
     CreateConversation,
@@ -323,7 +324,7 @@ async def _json_answer(result: SendResult) -> Response:
     responses={
         200: {
             "description": "The reply's events: `message`, `delta`, then `done` or `error`.",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": EVENT_STREAM,
         },
         **error_responses(404, 422, 503),
     },

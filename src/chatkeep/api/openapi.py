@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Header
 from pydantic import BaseModel, ConfigDict, Field
 
-from chatkeep.api.schemas import SendMessage
+from chatkeep.api.schemas import EVENT_STREAM, SENT_MESSAGE_LINKS, SendMessage
 
 
 class ErrorDetail(BaseModel):
@@ -78,7 +78,8 @@ SEND_RESPONSES: dict[int | str, dict[str, Any]] = {
         "model": SentMessage,
         "description": "The reply, as JSON; or as server-sent events (`message`, `delta`, "
         "then `done` or `error`) with `stream: true` or `Accept: text/event-stream`.",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": EVENT_STREAM,
+        "links": SENT_MESSAGE_LINKS,
     },
     404: _error("No such conversation (for this owner)."),
     409: _error("A reply is still being generated, or the idempotency key was reused."),
@@ -161,7 +162,7 @@ CHAT_COMPLETION_RESPONSES: dict[int | str, dict[str, Any]] = {
         "model": ChatCompletion,
         "description": "The completion; with `stream: true`, server-sent `chat.completion.chunk` "
         "events ending with `data: [DONE]`.",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": EVENT_STREAM,
     },
     413: _error("The body is over the limit."),
     422: _error("The body is invalid, or the model unknown."),

@@ -165,6 +165,21 @@ class MessagePage(BaseModel):
     )
 
 
+#: One server-sent event of a ``text/event-stream`` answer (comments, such as pings, aside).
+SSE_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "description": "`message`, `delta`, `done`, `error`…"},
+        "data": {"type": "string", "description": "JSON, or `[DONE]` at the end of /v1."},
+        "id": {"type": "string", "description": "Send back as `Last-Event-ID` to resume."},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+    "required": ["data"],
+}
+
+#: ``content`` of a documented answer that streams server-sent events.
+EVENT_STREAM: dict[str, Any] = {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}}
+
 _ERRORS = {
     401: "Missing or wrong credentials.",
     404: "No such conversation (for this owner).",
@@ -180,12 +195,14 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorAnswer, "description": _ERRORS[status]} for status in statuses}
 
 
-def _on_conversation(path: str, method: str, description: str) -> dict[str, Any]:
-    """An OpenAPI link from an answer carrying a conversation (``id``) to an operation on it."""
+def _on_conversation(
+    path: str, method: str, description: str, id_at: str = "/id"
+) -> dict[str, Any]:
+    """An OpenAPI link from an answer naming a conversation (at ``id_at``) to an operation on it."""
     pointer = "~1api~1conversations~1{conversation_id}" + path.replace("/", "~1")
     return {
         "operationRef": f"#/paths/{pointer}/{method}",
-        "parameters": {"conversation_id": "$response.body#/id"},
+        "parameters": {"conversation_id": f"$response.body#{id_at}"},
         "description": description,
     }
 
@@ -199,4 +216,14 @@ CONVERSATION_LINKS: dict[str, dict[str, Any]] = {
     "SendMessage": _on_conversation("/messages", "post", "Send a message to it."),
     "ListMessages": _on_conversation("/messages", "get", "Read its history."),
     "ResumeStream": _on_conversation("/stream", "get", "Resume its reply stream."),
+}
+
+_SENT_TO = "/user_message/conversation_id"
+
+#: Where a sent message leads: its conversation, its history, the next message.
+SENT_MESSAGE_LINKS: dict[str, dict[str, Any]] = {
+    "ListMessages": _on_conversation("/messages", "get", "Read the history.", _SENT_TO),
+    "GetConversation": _on_conversation("", "get", "Read counts and usage.", _SENT_TO),
+    "SendMessage": _on_conversation("/messages", "post", "Send the next message.", _SENT_TO),
+    "ResumeStream": _on_conversation("/stream", "get", "Replay the reply.", _SENT_TO),
 }
