@@ -20,46 +20,14 @@ from typing import Annotated, Any, Literal
 from fastapi import Header
 from pydantic import BaseModel, ConfigDict, Field
 
-from chatkeep.api.schemas import EVENT_STREAM, SENT_MESSAGE_LINKS, SendMessage
-
-
-class ErrorDetail(BaseModel):
-    """What went wrong: a stable code and a sentence for people."""
-
-    code: str = Field(description="Stable, machine-readable: `not_found`, `invalid_request`, …")
-    message: str
-
-
-class ErrorAnswer(BaseModel):
-    """Every error answer: ``{"error": {"code", "message"}}``."""
-
-    model_config = ConfigDict(extra="allow")
-
-    error: ErrorDetail
-
-
-class UsageAnswer(BaseModel):
-    """Tokens of one reply, or of a whole conversation."""
-
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
-class MessageAnswer(BaseModel):
-    """A stored message."""
-
-    id: str
-    conversation_id: str
-    seq: int
-    role: Literal["system", "user", "assistant"]
-    content: str
-    status: Literal["complete", "incomplete"]
-    created_at: str = Field(description="RFC 3339, UTC.")
-    client_message_id: str | None = None
-    reply_to: str | None = Field(default=None, description="The user message answered.")
-    reason: str | None = Field(default=None, description="Why an incomplete reply stopped.")
-    usage: UsageAnswer | None = None
+from chatkeep.api.schemas import (
+    EVENT_STREAM,
+    SENT_MESSAGE_LINKS,
+    ErrorAnswer,
+    MessageAnswer,
+    SendMessage,
+    UsageAnswer,
+)
 
 
 class SentMessage(BaseModel):
@@ -97,11 +65,12 @@ def send_message_parameters(
     idempotency_key: Annotated[
         str | None, Header(description="Makes the send idempotent, like `client_message_id`.")
     ] = None,
-    accept: Annotated[
-        str | None, Header(description="`text/event-stream` streams the reply.")
-    ] = None,
 ) -> None:
-    """Declares the send route's parameters (see the module docstring)."""
+    """Declares the send route's parameters (see the module docstring).
+
+    ``Accept`` is not one: OpenAPI ignores a header parameter of that name; choosing the
+    answer by ``Accept: text/event-stream`` is said by the ``200`` answer's media types.
+    """
 
 
 class ChatMessageIn(BaseModel):
