@@ -7,6 +7,7 @@ integer past 64 bits is exactly what a client's JSON encoder would refuse to pro
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import httpx
@@ -247,3 +248,15 @@ async def test_bodies_that_cannot_be_decoded_are_422(
         "/api/conversations", content=body, headers={"content-type": "application/json"}
     )
     _assert_invalid(response, *words)
+
+
+@pytest.mark.parametrize(
+    "parts",
+    ['[{"a":1},"x"]', "[null,null]", '["a",[1]]', '[18446744073709551615,"x"]', "[1,2]", "[1]"],
+)
+async def test_forged_cursors_are_422(any_store: httpx.AsyncClient, parts: str) -> None:
+    for _ in range(2):
+        await any_store.post("/api/conversations", json={})
+    cursor = base64.urlsafe_b64encode(parts.encode()).decode().rstrip("=")
+    response = await any_store.get("/api/conversations", params={"cursor": cursor, "limit": 1})
+    _assert_invalid(response, "cursor")

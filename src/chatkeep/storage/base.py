@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import abc
 import base64
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,16 +68,32 @@ def encode_cursor(*parts: Any) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(parts)).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, arity: int) -> list[Any]:
-    """Read a cursor made by `encode_cursor`; a malformed one is the client's error."""
+def decode_cursor(cursor: str, *kinds: type) -> list[Any]:
+    """Read a cursor made by `encode_cursor` from parts of ``kinds`` (``float``, ``str``).
+
+    A malformed or forged one is the client's error: it reaches a query only when each part
+    is of its kind, numbers finite and within 64 bits.
+    """
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         parts = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
     except (ValueError, orjson.JSONDecodeError) as exc:
         raise InvalidRequest("cursor is not valid; pass next_cursor back unchanged") from exc
-    if not isinstance(parts, list) or len(parts) != arity:
+    if (
+        not isinstance(parts, list)
+        or len(parts) != len(kinds)
+        or not all(_is_kind(part, kind) for part, kind in zip(parts, kinds, strict=True))
+    ):
         raise InvalidRequest("cursor is not valid; pass next_cursor back unchanged")
     return parts
+
+
+def _is_kind(value: Any, kind: type) -> bool:
+    if kind is float:  # JSON has one kind of number: 2.0 may come back as 2
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        return math.isfinite(value) and -(2**63) <= value < 2**63
+    return isinstance(value, kind)
 
 
 @dataclass(slots=True)

@@ -103,7 +103,7 @@ class MemoryStore(Store):
         limit: int,
         cursor: str | None,
     ) -> Page[Conversation]:
-        key_after = tuple(decode_cursor(cursor, 2)) if cursor is not None else None
+        key_after = tuple(decode_cursor(cursor, float, str)) if cursor is not None else None
         matching = sorted(
             (
                 e.conversation

@@ -225,7 +225,7 @@ class SQLiteStore(Store):
             where.append("status = ?")
             params.append(status)
         if cursor is not None:
-            created_at, last_id = decode_cursor(cursor, 2)
+            created_at, last_id = decode_cursor(cursor, float, str)
             where.append("(created_at, id) < (?, ?)")
             params.extend([created_at, last_id])
         sql = (
