@@ -200,7 +200,8 @@ def sent_entry(index: int, content: str, exchanges: int) -> WorkingEntry:
         messages.append(
             Message(
                 id=new_id("msg"),
-                conversation_id=fresh(cid),
+                # The user message shares the record's id string, the reply has a copy.
+                conversation_id=cid if user else fresh(cid),
                 seq=seq,
                 role="user" if user else "assistant",
                 content=fresh(f"{index}.{seq}: {content}"),
@@ -244,7 +245,9 @@ def loaded_entry(index: int, content: str, exchanges: int) -> WorkingEntry:
     messages = tuple(
         Message(
             **{
-                **{slot: getattr(m, slot) for slot in ("id", "conversation_id", "seq")},
+                "id": m.id,
+                "conversation_id": fresh(m.conversation_id),
+                "seq": m.seq,
                 "role": fresh(m.role),
                 "content": m.content,
                 "status": fresh(m.status),

@@ -35,6 +35,7 @@ from chatkeep.cache.sizing import (
     conversation_size,
     message_size,
     record_size,
+    text_size,
     tuple_size,
 )
 from chatkeep.domain.records import Conversation, Message
@@ -80,14 +81,21 @@ def entry_size(entry: WorkingEntry) -> int:
     """Estimated bytes of ``entry`` in the cache, bookkeeping included.
 
     The cache key is the conversation record's own id string, so it is counted once, with
-    the record; the rules behind each part are in `chatkeep.cache.sizing`.
+    the record, and so is a message's ``conversation_id`` when it is that same string (the
+    send path shares it; a load from the store gives each row a copy of its own). The rules
+    behind each part are in `chatkeep.cache.sizing`.
     """
+    conversation = entry.conversation
+    shared_ids = sum(
+        text_size(m.conversation_id) for m in entry.messages if m.conversation_id is conversation.id
+    )
     return (
         CACHE_ENTRY
         + record_size(WorkingEntry)
         + tuple_size(len(entry.messages))
-        + conversation_size(entry.conversation)
+        + conversation_size(conversation)
         + sum(message_size(message) for message in entry.messages)
+        - shared_ids
     )
 
 
