@@ -18,16 +18,18 @@ shows up there as a trend: these count what the allocator really holds, no more 
   its slot, while a fresh copy (a database driver makes one per row) is counted in full
   (`vocabulary_size`).
 
-Measured with ``bench/sizing_calibration.py`` (a real server in process, SQLite, ``echo``;
-create a conversation and send it messages; bytes ``tracemalloc`` saw freed when the working
-set was emptied, rounded to allocator blocks), estimate / measured per entry, before these
-rules → after::
+Measured two ways, estimate / measured per working-set entry, before these rules → after.
+``bench/sizing_calibration.py``: a real server in process (SQLite, ``echo``) creates
+conversations and sends them messages, then the bytes ``tracemalloc`` saw freed when the
+working set was emptied, in allocator blocks (its hash table is never given back by popping,
+so its share of `CACHE_ENTRY` reads as excess there). ``tests/cache/test_sizing.py``: entries
+built as the send path builds them, cache bookkeeping included::
 
-    message chars   exchanges   before   after
-               20           1     1.42    1.01
-              250           1     1.26    1.01
-             2000           1     1.07    1.00
-              250           8     1.20    1.01
+    message chars   exchanges   calibration bench   unit test
+               20           1        1.42 → 1.14   1.40 → 0.99
+              250           1        1.26 → 1.05   1.30 → 1.00
+              250           8           — → 1.01   1.20 → 1.00
+             2000           1        1.07 → 1.02           —
 
 Before, shared strings (role, status, model, owner, the cache key) were counted once per
 record and small integers as objects; the residual RSS less accounted bytes then fell by
