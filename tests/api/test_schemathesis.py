@@ -30,6 +30,7 @@ from schemathesis.core.transport import Response
 from schemathesis.generation.case import Case
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
+from chatkeep.api.schemas import SSE_EVENT_SCHEMA
 from chatkeep.app import create_app
 from chatkeep.settings import Settings
 
@@ -143,6 +144,23 @@ def test_every_error_answer_is_documented_in_the_real_shape(app: InProcessApp) -
                 assert schema == {"$ref": "#/components/schemas/ErrorAnswer"}, (
                     f"{method.upper()} {path} documents {status} as {schema}"
                 )
+
+
+def test_event_streams_are_documented_event_by_event(app: InProcessApp) -> None:
+    document = app.request(method="GET", url="/openapi.json").json()
+    streaming = {
+        f"{method.upper()} {path}": operation["responses"]["200"]["content"]
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+        if "text/event-stream" in operation["responses"].get("200", {}).get("content", {})
+    }
+    assert {
+        "POST /api/conversations/{conversation_id}/messages",
+        "GET /api/conversations/{conversation_id}/stream",
+        "POST /v1/chat/completions",
+    } <= set(streaming)
+    for label, content in streaming.items():
+        assert content["text/event-stream"]["schema"] == SSE_EVENT_SCHEMA, label
 
 
 def test_stateful_phase_follows_links_without_failure(app: InProcessApp, tmp_path: Path) -> None:
