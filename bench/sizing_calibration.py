@@ -86,7 +86,7 @@ async def measure(chars: int, exchanges: int, rounds: int, warmup: int) -> list[
     """One configuration: reported and measured bytes per structure."""
     with tempfile.TemporaryDirectory(prefix="chatkeep-sizing-") as tmp:
         settings = Settings(data_dir=Path(tmp) / "data", log_level="WARNING")
-        watch = build_memory_watch(settings)
+        watch = build_memory_watch(settings.memory)
         app = create_app(settings, memory=watch)
         lifespan = app.router.lifespan_context(app)
         await lifespan.__aenter__()

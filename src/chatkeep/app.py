@@ -36,7 +36,7 @@ from chatkeep.cache.working_set import WorkingSet
 from chatkeep.errors import UnknownModel
 from chatkeep.memory.watch import MemoryWatch, build_memory_watch
 from chatkeep.providers.registry import ProviderRegistry
-from chatkeep.service.conversations import ConversationLimits, ConversationService
+from chatkeep.service.conversations import ConversationService
 from chatkeep.service.job_queue import BoundedJobQueue
 from chatkeep.service.pipeline import GenerationPipeline
 from chatkeep.service.replies import ReplyService
@@ -56,9 +56,9 @@ def build_store(settings: Settings) -> Store:
         return MemoryStore()
     return SQLiteStore(
         settings.data_dir / DATABASE_FILE,
-        synchronous=settings.sqlite_synchronous,
-        busy_timeout_ms=settings.sqlite_busy_timeout_ms,
-        readers=settings.sqlite_readers,
+        synchronous=settings.sqlite.synchronous,
+        busy_timeout_ms=settings.sqlite.busy_timeout_ms,
+        readers=settings.sqlite.readers,
     )
 
 
@@ -79,42 +79,42 @@ def create_app(
     the_store = store or build_store(settings)
     the_providers = providers or ProviderRegistry.from_settings(settings)
     admission = AdmissionQueue(
-        max_inflight=settings.max_inflight_generations,
-        max_queued=settings.max_queued_generations,
-        retry_after=settings.retry_after_seconds,
+        max_inflight=settings.admission.max_inflight_generations,
+        max_queued=settings.admission.max_queued_generations,
+        retry_after=settings.admission.retry_after_seconds,
     )
     hub = MemoryReplyHub(
-        retention_seconds=settings.stream_retention_seconds,
-        max_retained=settings.max_retained_streams,
-        max_bytes=settings.stream_buffer_bytes,
+        retention_seconds=settings.streams.retention_seconds,
+        max_retained=settings.streams.max_retained,
+        max_bytes=settings.streams.buffer_bytes,
         clock=clock,
     )
     working_set = WorkingSet(
         the_store,
-        maxsize=settings.working_set_bytes,
-        max_recent_messages=settings.working_set_recent_messages,
+        maxsize=settings.working_set.bytes,
+        max_recent_messages=settings.working_set.recent_messages,
         # An entry never needs more than the largest context a model can take.
         max_recent_tokens=max(m.context_tokens for m in settings.models.values()),
     )
     summary_queue = BoundedJobQueue(
-        maxsize=settings.summary_queue_size,
-        concurrency=settings.summary_concurrency,
-        job_timeout=settings.summary_job_timeout_seconds,
+        maxsize=settings.summaries.queue_size,
+        concurrency=settings.summaries.concurrency,
+        job_timeout=settings.summaries.job_timeout_seconds,
         name="summaries",
     )
     summarizer = Summarizer(
         store=the_store,
         providers=the_providers,
         queue=summary_queue,
-        threshold_tokens=settings.summary_threshold_tokens,
-        priority=settings.summary_priority,
-        max_tokens=settings.summary_max_tokens,
+        threshold_tokens=settings.summaries.threshold_tokens,
+        priority=settings.summaries.priority,
+        max_tokens=settings.summaries.max_tokens,
         on_summary=working_set.invalidate,
     )
     pipeline = GenerationPipeline(
         providers=the_providers,
         admission=admission,
-        idle_timeout=settings.stream_idle_timeout_seconds,
+        idle_timeout=settings.streams.idle_timeout_seconds,
     )
     replies = ReplyService(
         store=the_store,
@@ -129,17 +129,10 @@ def create_app(
         providers=the_providers,
         working_set=working_set,
         hub=hub,
-        limits=ConversationLimits(
-            max_title_chars=settings.max_title_chars,
-            max_system_prompt_chars=settings.max_message_chars,
-            max_metadata_bytes=settings.max_metadata_bytes,
-            max_metadata_depth=settings.max_metadata_depth,
-            default_page_size=settings.default_page_size,
-            max_page_size=settings.max_page_size,
-        ),
+        limits=settings.limits,
         default_model=settings.default_model,
     )
-    watch = memory or build_memory_watch(settings)
+    watch = memory or build_memory_watch(settings.memory)
     admission.gate = watch.governor.ensure_generation_allowed
     watch.governor.register(hub)
     watch.governor.register(working_set)
@@ -172,7 +165,7 @@ def create_app(
             await watch.sampler.start()
             summary_queue.start()
             reaper = asyncio.create_task(
-                hub.reap_forever(max(1.0, min(settings.stream_retention_seconds, 30.0))),
+                hub.reap_forever(max(1.0, min(settings.streams.retention_seconds, 30.0))),
                 name="reply-stream-reaper",
             )
             logger.info(
@@ -253,7 +246,7 @@ def middleware_stack(
     hot = [find_route(routes, method, path) for method, path in HOT_ROUTES]
     return [
         Middleware(MetricsMiddleware, metrics=metrics, on_request=on_request, routes=routes),
-        Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+        Middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes),
         Middleware(OwnerMiddleware, default_owner=settings.default_owner),
         Middleware(HotRoutes, routes=hot),
     ]

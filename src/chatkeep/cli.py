@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import socket
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import uvicorn
 from chatkeep.api.admin import is_loopback
 from chatkeep.errors import StorageError
 from chatkeep.logs import configure_logging
-from chatkeep.settings import load_settings
+from chatkeep.settings import load_settings, unknown_variables
 
 app = typer.Typer(
     help="chatkeep: durable conversations for LLM applications, in bounded memory.",
@@ -57,7 +58,9 @@ def serve(
             err=True,
         )
         raise typer.Exit(code=2)
-    configure_logging(settings)
+    configure_logging(settings.logging)
+    for name in unknown_variables(os.environ):
+        logging.getLogger("chatkeep").warning("%s names no setting; it is ignored", name)
     # Refuse a data directory in use, and a busy port, before the app starts: its startup
     # runs crash recovery, which must never run on another instance's live database.
     # (The store takes the lock itself when it opens; this only fails early and plainly.)

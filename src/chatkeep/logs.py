@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import orjson
 
 if TYPE_CHECKING:
-    from chatkeep.settings import Settings
+    from chatkeep.settings import LogSettings
 
 __all__ = [
     "CONTENT_FIELDS",
@@ -323,7 +323,7 @@ def _level(name: str) -> int:
 
 
 def configure_logging(
-    settings: Settings,
+    settings: LogSettings,
     *,
     stream: TextIO | None = None,
     clock: Callable[[], float] = time.monotonic,
@@ -334,18 +334,18 @@ def configure_logging(
     be re-applied. Handlers installed by others (test capture, for example) are left alone.
     Returns the installed handler.
     """
-    level = _level(settings.log_level)
+    level = _level(settings.level)
     root = logging.getLogger()
     for handler in [h for h in root.handlers if isinstance(h, _RootHandler)]:
         root.removeHandler(handler)
         handler.close()
 
     handler = _RootHandler(sys.stderr if stream is None else stream)
-    handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
+    handler.setFormatter(JsonFormatter() if settings.format == "json" else TextFormatter())
     # Content is cut first so the repeat key sees what would be written.
-    handler.addFilter(ContentTruncatingFilter(settings.log_content_chars))
+    handler.addFilter(ContentTruncatingFilter(settings.content_chars))
     handler.addFilter(
-        RepeatLimitFilter(settings.log_repeat_window_seconds, settings.log_repeat_limit, clock)
+        RepeatLimitFilter(settings.repeat_window_seconds, settings.repeat_limit, clock)
     )
     root.addHandler(handler)
     root.setLevel(level)

@@ -21,7 +21,7 @@ def captured_log() -> Iterator[io.StringIO]:
     root = logging.getLogger()
     saved_handlers, saved_level = root.handlers[:], root.level
     stream = io.StringIO()
-    handler = configure_logging(Settings(log_format="json"), stream=stream)
+    handler = configure_logging(Settings(log_format="json").logging, stream=stream)
     try:
         yield stream
     finally:

@@ -66,7 +66,7 @@ def configured(
 ) -> tuple[logging.Logger, io.StringIO]:
     stream = io.StringIO()
     settings = Settings(storage="memory", log_format=log_format, **overrides)
-    configure_logging(settings, stream=stream, clock=clock)
+    configure_logging(settings.logging, stream=stream, clock=clock)
     return logging.getLogger(LOGGER), stream
 
 

@@ -56,7 +56,7 @@ def test_without_the_counters_there_is_no_heap() -> None:
 
 
 def test_the_memory_watch_registers_the_sqlite_heap(tmp_path: Path) -> None:
-    watch = build_memory_watch(Settings(data_dir=tmp_path))
+    watch = build_memory_watch(Settings(data_dir=tmp_path).memory)
     assert "sqlite" in watch.governor.registered
 
 

@@ -69,7 +69,7 @@ async def chat_completions(request: Request) -> Response:
     app = state(request)
     body = await request.body()
     payload = _parse(body)
-    limit = app.settings.max_messages_per_request
+    limit = app.settings.limits.max_messages_per_request
     if len(payload["messages"]) > limit:
         raise InvalidRequest(f"messages: {len(payload['messages'])} given; the limit is {limit}")
     model = payload["model"]

@@ -191,8 +191,10 @@ async def send(
     client_message_id = body.client_message_id or idempotency_key
     if body.client_message_id and idempotency_key and body.client_message_id != idempotency_key:
         raise InvalidRequest("client_message_id and the Idempotency-Key header differ")
-    _check_text("content", body.content, app.settings.max_message_chars)
-    _check_text("client_message_id", client_message_id, app.settings.idempotency_key_chars)
+    _check_text("content", body.content, app.settings.limits.max_message_chars)
+    _check_text(
+        "client_message_id", client_message_id, app.settings.limits.idempotency_key_chars
+    )
     streamed = body.stream or "text/event-stream" in (accept or "")
     if streamed:
         app.memory.governor.ensure_stream_allowed()
@@ -217,11 +219,11 @@ def _events(app: AppState, source: ReplySource, after: int) -> EventStreamRespon
     events = stream_events(
         source,
         after=after,
-        max_lag_bytes=app.settings.subscriber_queue_bytes,
-        max_subscribers=app.settings.max_subscribers_per_stream,
-        ping_seconds=app.settings.sse_ping_seconds,
+        max_lag_bytes=app.settings.streams.subscriber_queue_bytes,
+        max_subscribers=app.settings.streams.max_subscribers,
+        ping_seconds=app.settings.streams.ping_seconds,
     )
-    return EventStreamResponse(events, send_timeout=app.settings.sse_send_timeout_seconds)
+    return EventStreamResponse(events, send_timeout=app.settings.streams.send_timeout_seconds)
 
 
 def _committed(
@@ -230,7 +232,7 @@ def _committed(
     events = committed_events(user_message, outcome)[first:]
     return EventStreamResponse(
         replayed_events(user_message.id, events, first),
-        send_timeout=app.settings.sse_send_timeout_seconds,
+        send_timeout=app.settings.streams.send_timeout_seconds,
     )
 
 

@@ -9,7 +9,7 @@ from chatkeep.memory.governor import MemoryGovernor, TierThresholds
 from chatkeep.memory.profiler import MemoryProfiler
 from chatkeep.memory.sampler import MemorySampler
 from chatkeep.memory.sqlite_heap import load_sqlite_heap
-from chatkeep.settings import Settings
+from chatkeep.settings import MemorySettings
 
 
 @dataclass(slots=True)
@@ -21,30 +21,30 @@ class MemoryWatch:
     profiler: MemoryProfiler
 
 
-def build_memory_watch(settings: Settings) -> MemoryWatch:
+def build_memory_watch(settings: MemorySettings) -> MemoryWatch:
     """Sampler, governor (budget from settings or the cgroup/RAM limits) and profiler."""
     sampler = MemorySampler(
-        interval_seconds=settings.memory_sample_interval_seconds,
-        every_requests=settings.memory_sample_every_requests,
-        window=settings.memory_window_samples,
-        uss_every=settings.memory_uss_every_samples,
+        interval_seconds=settings.sample_interval_seconds,
+        every_requests=settings.sample_every_requests,
+        window=settings.window_samples,
+        uss_every=settings.uss_every_samples,
     )
     governor = MemoryGovernor(
-        resolve_budget(settings.memory_budget),
+        resolve_budget(settings.budget),
         sampler,
         thresholds=TierThresholds(
-            warn=settings.memory_tier_warn,
-            evict=settings.memory_tier_evict,
-            shed=settings.memory_tier_shed,
-            critical=settings.memory_tier_critical,
-            hysteresis=settings.memory_hysteresis,
+            warn=settings.tier_warn,
+            evict=settings.tier_evict,
+            shed=settings.tier_shed,
+            critical=settings.tier_critical,
+            hysteresis=settings.hysteresis,
         ),
-        evict_share=settings.memory_evict_share,
-        evict_interval_seconds=settings.memory_evict_interval_seconds,
-        gc_time_share=settings.memory_gc_time_share,
-        retry_after_seconds=settings.memory_retry_after_seconds,
-        trend_warmup_requests=settings.memory_trend_warmup_requests,
-        malloc_trim="auto" if settings.memory_malloc_trim else None,
+        evict_share=settings.evict_share,
+        evict_interval_seconds=settings.evict_interval_seconds,
+        gc_time_share=settings.gc_time_share,
+        retry_after_seconds=settings.retry_after_seconds,
+        trend_warmup_requests=settings.trend_warmup_requests,
+        malloc_trim="auto" if settings.malloc_trim else None,
     )
     heap = load_sqlite_heap()
     if heap is not None:
@@ -52,6 +52,6 @@ def build_memory_watch(settings: Settings) -> MemoryWatch:
         # that filling would read as a leak.
         governor.register(heap)
     profiler = MemoryProfiler(
-        max_seconds=settings.memory_profile_max_seconds, max_top=settings.memory_profile_max_top
+        max_seconds=settings.profile_max_seconds, max_top=settings.profile_max_top
     )
     return MemoryWatch(sampler, governor, profiler)

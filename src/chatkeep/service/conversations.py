@@ -7,7 +7,6 @@ surface asked; so is the coherence of the working set and the reply hub with sto
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -17,20 +16,9 @@ from chatkeep.domain.records import Conversation, ConversationStatus, Message, P
 from chatkeep.domain.validation import InvalidValue, check_json
 from chatkeep.errors import InvalidRequest
 from chatkeep.providers.registry import ProviderRegistry
+from chatkeep.settings import LimitSettings
 from chatkeep.storage.base import UNSET, Store
 from chatkeep.streaming.hub import ReplyHub
-
-
-@dataclass(frozen=True, slots=True)
-class ConversationLimits:
-    """What one conversation's fields and one page may hold."""
-
-    max_title_chars: int
-    max_system_prompt_chars: int
-    max_metadata_bytes: int
-    max_metadata_depth: int
-    default_page_size: int
-    max_page_size: int
 
 
 class ConversationService:
@@ -43,7 +31,7 @@ class ConversationService:
         providers: ProviderRegistry,
         working_set: WorkingSet,
         hub: ReplyHub,
-        limits: ConversationLimits,
+        limits: LimitSettings,
         default_model: str,
     ) -> None:
         self.store = store
@@ -66,7 +54,7 @@ class ConversationService:
         model = model or self.default_model
         self.providers.route(model)
         self._check_text("title", title, self.limits.max_title_chars)
-        self._check_text("system_prompt", system_prompt, self.limits.max_system_prompt_chars)
+        self._check_text("system_prompt", system_prompt, self.limits.max_message_chars)
         self._check_metadata(metadata)
         return await self.store.create_conversation(
             owner_id, model=model, title=title, system_prompt=system_prompt, metadata=metadata
