@@ -20,9 +20,10 @@ from starlette.routing import BaseRoute, Route
 
 from chatkeep import __version__
 from chatkeep.admission.queue import AdmissionQueue
-from chatkeep.api import admin, compat, conversations, health
+from chatkeep.api import admin, conversation_routes, health, openai_routes
+from chatkeep.api import metrics as metrics_routes
 from chatkeep.api.errors import install_error_handlers
-from chatkeep.api.metrics import Metrics, metrics_endpoint
+from chatkeep.api.metrics import Metrics
 from chatkeep.api.middleware import (
     BodyLimitMiddleware,
     HotRoutes,
@@ -193,13 +194,11 @@ def create_app(
     )
     app.state.metrics = metrics
     install_error_handlers(app)
-    app.include_router(conversations.router)
+    app.include_router(conversation_routes.router)
     app.include_router(admin.router)
-    app.include_router(compat.router)
-    app.add_route("/v1/models", compat.list_models, methods=["GET"])
-    app.add_route("/healthz", health.healthz, methods=["GET"])
-    app.add_route("/readyz", health.readyz, methods=["GET"])
-    app.add_route("/metrics", metrics_endpoint, methods=["GET"])
+    app.include_router(openai_routes.router)
+    app.include_router(health.router)
+    app.include_router(metrics_routes.router)
     app.layers = middleware_stack(app, settings, metrics, watch.sampler.record_request)
     return app
 
@@ -238,9 +237,11 @@ def middleware_stack(
     # Every route one by one: as the routers declare them (newer FastAPI includes a router
     # lazily, so `app.routes` need not list its routes), and those added to the app itself.
     routes: list[BaseRoute] = [
-        *conversations.router.routes,
+        *conversation_routes.router.routes,
         *admin.router.routes,
-        *compat.router.routes,
+        *openai_routes.router.routes,
+        *health.router.routes,
+        *metrics_routes.router.routes,
         *(route for route in app.routes if isinstance(route, Route)),
     ]
     hot = [find_route(routes, method, path) for method, path in HOT_ROUTES]

@@ -161,3 +161,19 @@ async def test_owner_seam_sets_the_owner_and_passes_other_scopes() -> None:
     await seam({"type": "lifespan"}, receive, send)
     assert reached[0][OWNER_SCOPE_KEY] == "default"
     assert OWNER_SCOPE_KEY not in reached[1]
+
+
+async def test_openapi_lists_every_route_but_the_documentation_itself(
+    client: httpx.AsyncClient,
+) -> None:
+    app = _app(client)
+    served = {
+        (method.lower(), route.path)
+        for route in _routes(app)
+        for method in route.methods or ()
+        if method != "HEAD"
+    }
+    documentation = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+    document = (await client.get("/openapi.json")).json()
+    listed = {(method, path) for path, ops in document["paths"].items() for method in ops}
+    assert {(m, p) for m, p in served if p not in documentation} == listed

@@ -53,6 +53,7 @@ SEND_RESPONSES: dict[int | str, dict[str, Any]] = {
     409: _error("A reply is still being generated, or the idempotency key was reused."),
     413: _error("The body is over the limit."),
     422: _error("The body is invalid."),
+    499: _error("The reply was cancelled (`POST …/cancel`); what it said so far is stored."),
     502: _error("The model backend failed; the messages are stored, the reply incomplete."),
     503: _error("Overloaded (with Retry-After), or storage unavailable."),
     504: _error("The model backend did not answer in time."),

@@ -149,6 +149,35 @@ class CancelAnswer(BaseModel):
     assistant_message: MessageAnswer | None = None
 
 
+class HealthAnswer(BaseModel):
+    """``GET /healthz``."""
+
+    status: Literal["ok"]
+
+
+class ReadyAnswer(BaseModel):
+    """``GET /readyz`` while ready: each check and ``ok``."""
+
+    status: Literal["ready"]
+    checks: dict[str, str]
+
+
+class ModelAnswer(BaseModel):
+    """One model of ``GET /v1/models``, as OpenAI lists it."""
+
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    """``GET /v1/models``."""
+
+    object: Literal["list"]
+    data: list[ModelAnswer]
+
+
 class ConversationPage(BaseModel):
     """A page of conversations, newest first."""
 

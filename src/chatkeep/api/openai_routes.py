@@ -20,6 +20,7 @@ from starlette.responses import Response
 
 from chatkeep.api.openapi import CHAT_COMPLETION_RESPONSES, chat_completion_parameters
 from chatkeep.api.relay import RelayResponse
+from chatkeep.api.schemas import ModelList
 from chatkeep.api.state import state
 from chatkeep.domain.records import Usage
 from chatkeep.domain.tokens import estimate_tokens
@@ -194,6 +195,7 @@ def _estimated_usage(request: ChatRequest, reply: str) -> Usage:
     return Usage(prompt, estimate_tokens(reply))
 
 
+@router.get("/v1/models", response_model=None, responses={200: {"model": ModelList}})
 async def list_models(request: Request) -> Response:
     """``GET /v1/models``: the configured model names."""
     app = state(request)

@@ -192,9 +192,7 @@ async def send(
     if body.client_message_id and idempotency_key and body.client_message_id != idempotency_key:
         raise InvalidRequest("client_message_id and the Idempotency-Key header differ")
     _check_text("content", body.content, app.settings.limits.max_message_chars)
-    _check_text(
-        "client_message_id", client_message_id, app.settings.limits.idempotency_key_chars
-    )
+    _check_text("client_message_id", client_message_id, app.settings.limits.idempotency_key_chars)
     streamed = body.stream or "text/event-stream" in (accept or "")
     if streamed:
         app.memory.governor.ensure_stream_allowed()
