@@ -101,6 +101,9 @@ def serve(
             log_config=None,
             log_level=None,
             access_log=False,
+            # chatkeep trusts no forwarding header (see `api/admin.py`); uvicorn's rewrite of
+            # the client address from X-Forwarded-For would only cost a layer per request.
+            proxy_headers=False,
             timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
         ),
         on_stop=lambda: begin_shutdown(application),
