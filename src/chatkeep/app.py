@@ -34,7 +34,7 @@ from chatkeep.api.middleware import (
 from chatkeep.api.middleware.hot_routes import find_route
 from chatkeep.api.state import AppState
 from chatkeep.cache.working_set import WorkingSet
-from chatkeep.errors import UnknownModel
+from chatkeep.errors import ChatkeepError, UnknownModel
 from chatkeep.memory.watch import MemoryWatch, build_memory_watch
 from chatkeep.providers.registry import ProviderRegistry
 from chatkeep.service.conversations import ConversationService
@@ -157,7 +157,13 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         reaper: asyncio.Task[None] | None = None
-        await the_store.open()
+        try:
+            await the_store.open()
+        except ChatkeepError as exc:
+            # Said in one line by the stack (`StackedFastAPI`), not as a traceback: a
+            # locked or damaged data directory is the operator's to fix, not a bug.
+            app.state.startup_error = exc.message
+            raise
         try:
             recovered = await the_store.recover_open_replies()
             if recovered:

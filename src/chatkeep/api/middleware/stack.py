@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from starlette.middleware import Middleware
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 def build_stack(app: ASGIApp, layers: Sequence[Middleware]) -> ASGIApp:
@@ -49,7 +49,25 @@ class StackedFastAPI(FastAPI):
         scope["app"] = self
         if self._stack is None:
             self._stack = build_stack(self._fastapi, self.layers)
+        if scope["type"] == "lifespan":
+            send = self._told_plainly(send)
         await self._stack(scope, receive, send)
+
+    def _told_plainly(self, send: Send) -> Send:
+        """``send`` with a startup refused on purpose reported by its message alone.
+
+        Starlette reports any startup failure with its traceback; when the lifespan put a
+        ``startup_error`` in the app's state (a locked or damaged data directory), that
+        sentence is what the server logs instead.
+        """
+
+        async def plain(message: Message) -> None:
+            error = getattr(self.state, "startup_error", None)
+            if message["type"] == "lifespan.startup.failed" and error:
+                message = {**message, "message": f"chatkeep cannot start: {error}"}
+            await send(message)
+
+        return plain
 
     async def _fastapi(self, scope: Scope, receive: Receive, send: Send) -> None:
         await super().__call__(scope, receive, send)
