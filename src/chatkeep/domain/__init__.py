@@ -1,1 +1,2 @@
-"""IO-free core: records, context-window policy, token estimates, trend statistics."""
+"""IO-free core: records, reply bookkeeping and outcomes, context-window policy, token
+estimates, edge validation, trend statistics."""
