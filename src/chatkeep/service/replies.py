@@ -157,8 +157,15 @@ class ReplyService:
             self._generate(conversation, user_message, reply, slot),
             name=f"reply-{conversation_id}",
         )
-        self._running[conversation_id] = _Running(task)
-        task.add_done_callback(lambda _: self._running.pop(conversation_id, None))
+        running = self._running[conversation_id] = _Running(task)
+
+        def forget(_: asyncio.Task[None]) -> None:
+            # Only this reply's entry: the conversation's next reply may already be
+            # registered when this callback runs (its begin may share our commit).
+            if self._running.get(conversation_id) is running:
+                del self._running[conversation_id]
+
+        task.add_done_callback(forget)
         return SendResult(start, self.hub.find(owner_id, conversation_id), None, self._wait(start))
 
     def _replayed(self, start: ReplyStart) -> SendResult:
