@@ -131,3 +131,21 @@ async def test_cancel_stops_the_reply_and_stores_what_was_said(
 
 async def test_cancel_of_a_missing_conversation_is_404(client: httpx.AsyncClient) -> None:
     assert (await client.post("/api/conversations/conv_nope/cancel")).status_code == 404
+
+
+async def test_a_stop_before_the_reply_task_has_begun_still_ends_the_reply(
+    client: httpx.AsyncClient, gated: GatedProvider
+) -> None:
+    """A cancel (or the end of a shutdown's grace) that comes before the reply's task ran
+    its first step: the task must still commit the reply and publish its end."""
+    cid = await _conversation(client, "gated")
+    replies = client._transport.app.state.chatkeep.replies  # type: ignore[attr-defined]
+    result = await replies.send("default", cid, content="q", client_message_id=None)
+    # Awaited directly (a wait_for would run it as a task of its own, after the reply's):
+    # the stop then happens before the reply's task has run at all.
+    outcome = await replies.cancel("default", cid)
+    assert not gated.started.is_set()  # the model was never asked
+    assert outcome.code == "cancelled" and outcome.message.status == "incomplete"
+    assert await asyncio.wait_for(result.source.wait(), MUST_NOT_HANG) is outcome
+    history = (await client.get(f"/api/conversations/{cid}/messages")).json()["items"]
+    assert [m["status"] for m in history] == ["complete", "incomplete"]

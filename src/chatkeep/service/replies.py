@@ -83,8 +83,11 @@ class Resumption:
 class _Running:
     """A reply being generated: its task, and why it was stopped if it was."""
 
-    task: asyncio.Task[None]
+    task: asyncio.Task[None] | None = None
     stop: ChatkeepError | None = None
+    #: Whether the task has begun: one cancelled before its first step would never run
+    #: its clean-up, so a stop that comes that early is left for the task to find.
+    started: bool = False
     #: False once the model is done and the reply is being committed: a commit is never
     #: interrupted, so that what the store holds and what the readers are told agree.
     generating: bool = True
@@ -153,11 +156,12 @@ class ReplyService:
             owner_id=owner_id,
             message_event=message_json(user_message),
         )
-        task = asyncio.create_task(
-            self._generate(conversation, user_message, reply, slot),
+        running = _Running()
+        task = running.task = asyncio.create_task(
+            self._generate(conversation, user_message, reply, slot, running),
             name=f"reply-{conversation_id}",
         )
-        running = self._running[conversation_id] = _Running(task)
+        self._running[conversation_id] = running
 
         def forget(_: asyncio.Task[None]) -> None:
             # Only this reply's entry: the conversation's next reply may already be
@@ -230,14 +234,23 @@ class ReplyService:
     def _stop(running: _Running, why: ChatkeepError) -> None:
         if running.stop is None and running.generating:
             running.stop = why
-            running.task.cancel()
+            if running.started and running.task is not None:
+                running.task.cancel()
 
     async def _generate(
-        self, conversation: Conversation, user_message: Message, reply: ReplyPublisher, slot: Slot
+        self,
+        conversation: Conversation,
+        user_message: Message,
+        reply: ReplyPublisher,
+        slot: Slot,
+        running: _Running,
     ) -> None:
         outcome: ReplyOutcome | None = None
         try:
-            outcome = await self._generate_and_commit(conversation, user_message, reply, slot)
+            running.started = True
+            outcome = await self._generate_and_commit(
+                conversation, user_message, reply, slot, running
+            )
         finally:
             slot.release()
             if outcome is None:
@@ -247,11 +260,19 @@ class ReplyService:
             self.hub.close(reply)
 
     async def _generate_and_commit(
-        self, conversation: Conversation, user_message: Message, reply: ReplyPublisher, slot: Slot
+        self,
+        conversation: Conversation,
+        user_message: Message,
+        reply: ReplyPublisher,
+        slot: Slot,
+        running: _Running,
     ) -> ReplyOutcome:
         error: ChatkeepError | None = None
         usage: Usage | None = None
         context: Context | None = None
+        if running.stop is not None:  # stopped before its first step
+            running.generating = False
+            return await self._commit(conversation, user_message, reply, None, running.stop)
         try:
             context = await self._context(conversation, user_message)
             async for chunk in self.pipeline.pieces(conversation.model, context.messages):
@@ -264,10 +285,11 @@ class ReplyService:
         except ReplyTooLong as exc:
             error = ProviderError(str(exc))
         except asyncio.CancelledError:
-            running = self._running.get(conversation.id)
-            why = running.stop if running is not None else None
-            if running is not None:
-                running.generating = False
+            why = running.stop
+            running.generating = False
+            task = asyncio.current_task()
+            if why is not None and task is not None:
+                task.uncancel()  # our own stop, handled here: not the task's cancellation
             # Stopped on purpose (a cancel, the end of the shutdown grace) or cancelled
             # by the event loop closing: store what there is, then let a real
             # cancellation go on.
@@ -283,9 +305,7 @@ class ReplyService:
         except Exception as exc:  # a bug must still close the reply, never leave it open
             logger.exception("reply generation failed")
             error = ChatkeepError(f"internal error: {type(exc).__name__}")
-        running = self._running.get(conversation.id)
-        if running is not None:
-            running.generating = False
+        running.generating = False
         slot.release()  # the backend is done; committing needs no generation slot
         if error is None and self.summarizer is not None and context is not None:
             self.summarizer.consider(conversation, context)
@@ -383,7 +403,7 @@ class ReplyService:
 
     async def shutdown(self, grace_seconds: float) -> None:
         """Let running replies finish for ``grace_seconds``, then stop and store them."""
-        tasks = {running.task for running in self._running.values()}
+        tasks = {running.task for running in self._running.values() if running.task is not None}
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=grace_seconds)
             if pending:
