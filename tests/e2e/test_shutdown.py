@@ -112,3 +112,49 @@ async def test_sigterm_ends_every_stream_with_a_final_event(tmp_path: Path) -> N
     finally:
         again.stop()
     assert statuses == ["complete"] * short + ["incomplete"] * long
+
+
+async def _send_streamed(client: httpx.AsyncClient, cid: str) -> tuple[int, str]:
+    async with client.stream(
+        "POST",
+        f"/api/conversations/{cid}/messages",
+        json={"content": " ".join(["w"] * 400), "stream": True},
+    ) as response:
+        return response.status_code, "".join([chunk async for chunk in response.aiter_text()])
+
+
+async def test_sigterm_refuses_queued_sends_instead_of_starting_them(tmp_path: Path) -> None:
+    """Sends waiting for a slot when the stop comes are refused (503 ``shutdown``), not
+    started after the grace, when nothing would stop them before the connections close."""
+    env = {
+        "CHATKEEP_ECHO_DELAY_MS": "100",
+        "CHATKEEP_SHUTDOWN_GRACE_SECONDS": "1",
+        "CHATKEEP_MAX_INFLIGHT_GENERATIONS": "2",
+    }
+    server = ServerProcess(tmp_path / "data", env=env)
+    server.start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+            cids = [
+                (await client.post("/api/conversations", json={})).json()["id"] for _ in range(4)
+            ]
+            senders = [asyncio.create_task(_send_streamed(client, cid)) for cid in cids]
+            for _ in range(600):  # a process, not an event: its state is polled, bounded
+                if (await client.get("/admin/stats")).json()["generations"]["queued"] >= 2:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the sends never queued")
+            code = await asyncio.to_thread(server.stop)
+            answers = await asyncio.wait_for(asyncio.gather(*senders), 30)
+    finally:
+        server.kill()
+    assert code in CLEAN_EXIT
+    streamed = [body for status, body in answers if status == 200]
+    refused = [body for status, body in answers if status != 200]
+    assert len(streamed) == 2 and len(refused) == 2
+    for body in streamed:
+        final = sse_events(body)[-1]
+        assert final["event"] == "error" and '"shutdown"' in final["data"]
+    for body in refused:
+        assert json.loads(body)["error"]["code"] == "shutdown"

@@ -72,3 +72,18 @@ async def test_gate_refuses_and_counts() -> None:
     with pytest.raises(Overloaded):
         await queue.acquire()
     assert queue.rejected == 1 and queue.inflight == 0
+
+
+async def test_closed_queue_refuses_waiters_and_later_acquires_but_takes_slots_back() -> None:
+    queue = AdmissionQueue(max_inflight=1, max_queued=4)
+    await queue.acquire()
+    waiter = asyncio.create_task(queue.acquire())
+    await asyncio.sleep(0)
+    assert queue.queued == 1
+    queue.close(lambda: Overloaded("stopping"))
+    with pytest.raises(Overloaded, match="stopping"):
+        await waiter
+    with pytest.raises(Overloaded, match="stopping"):
+        await queue.acquire()
+    queue.release()
+    assert queue.inflight == 0 and queue.queued == 0

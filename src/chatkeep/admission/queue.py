@@ -37,13 +37,28 @@ class AdmissionQueue:
         self._order = itertools.count()
         #: Called before admitting; raises `Overloaded` to refuse (the memory governor's hook).
         self.gate: Callable[[], None] | None = None
+        self._closed: Callable[[], Overloaded] | None = None
 
     @property
     def queued(self) -> int:
         return sum(1 for w in self._waiters if not w.future.done())
 
+    def close(self, refusal: Callable[[], Overloaded]) -> None:
+        """Admit nothing more: every waiter and every later `acquire` gets ``refusal()``.
+
+        For a server that is stopping; slots already taken are still given back as usual.
+        """
+        self._closed = refusal
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.future.done():
+                waiter.future.set_exception(refusal())
+
     async def acquire(self, priority: int = 0) -> None:
         """Take a slot, waiting in line if needed; raise `Overloaded` when the line is full."""
+        if self._closed is not None:
+            self.rejected += 1
+            raise self._closed()
         if self.gate is not None:
             try:
                 self.gate()
@@ -66,7 +81,7 @@ class AdmissionQueue:
         try:
             await future
         except asyncio.CancelledError:
-            if future.done() and not future.cancelled():
+            if future.done() and not future.cancelled() and future.exception() is None:
                 # The slot was handed to us just as we were cancelled: pass it on.
                 self.release()
             elif waiter in self._waiters:

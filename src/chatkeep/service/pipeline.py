@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from chatkeep.admission.queue import AdmissionQueue
-from chatkeep.errors import ProviderTimeout
+from chatkeep.errors import ProviderTimeout, ShuttingDown
 from chatkeep.providers.base import ChatRequest, Chunk, PassthroughResponse
 from chatkeep.providers.registry import ProviderRegistry
 
@@ -56,6 +56,12 @@ class GenerationPipeline:
         self.providers = providers
         self.admission = admission
         self.idle_timeout = idle_timeout
+
+    def stop_admitting(self) -> None:
+        """The server is stopping: every generation not yet admitted gets `ShuttingDown`."""
+        self.admission.close(
+            lambda: ShuttingDown("the server is shutting down; retry on another instance")
+        )
 
     async def admit(self, priority: int = 0) -> Slot:
         """Wait for a generation slot (lower ``priority`` first) or raise `Overloaded`."""

@@ -114,6 +114,9 @@ class ReplyService:
         self._clock = clock
         self._running: dict[str, _Running] = {}
         self._shutdown_timer: asyncio.TimerHandle | None = None
+        #: When (loop time) running replies are stopped, once a stop was asked for.
+        self._stop_at: float | None = None
+        self._stopped = False
 
     async def send(
         self,
@@ -162,6 +165,8 @@ class ReplyService:
             name=f"reply-{conversation_id}",
         )
         self._running[conversation_id] = running
+        if self._stopped:  # admitted just before the grace ran out: stopped at once
+            self._stop(running, ShuttingDown(SHUTDOWN_REASON))
 
         def forget(_: asyncio.Task[None]) -> None:
             # Only this reply's entry: the conversation's next reply may already be
@@ -393,22 +398,35 @@ class ReplyService:
         at the end of the grace get its final event (``error``, code ``shutdown``) before
         their connections close.
         """
-        if self._shutdown_timer is None:
-            loop = asyncio.get_running_loop()
-            self._shutdown_timer = loop.call_later(grace_seconds, self._stop_all)
+        if self._stop_at is not None:
+            return
+        # New generations are refused from now on (503 `shutdown`, to retry elsewhere);
+        # a retried send is still answered from storage.
+        self.pipeline.stop_admitting()
+        loop = asyncio.get_running_loop()
+        self._stop_at = loop.time() + grace_seconds
+        self._shutdown_timer = loop.call_at(self._stop_at, self._stop_all)
 
     def _stop_all(self) -> None:
+        self._stopped = True
         for running in list(self._running.values()):
             self._stop(running, ShuttingDown(SHUTDOWN_REASON))
 
     async def shutdown(self, grace_seconds: float) -> None:
-        """Let running replies finish for ``grace_seconds``, then stop and store them."""
-        tasks = {running.task for running in self._running.values() if running.task is not None}
+        """Let running replies finish within the grace, then stop and store them.
+
+        The grace counts from `begin_shutdown` when the server called it at the signal,
+        else from now.
+        """
+        self.begin_shutdown(grace_seconds)
+        assert self._stop_at is not None
+        loop = asyncio.get_running_loop()
+        tasks = {r.task for r in self._running.values() if r.task is not None}
         if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=grace_seconds)
-            if pending:
-                self._stop_all()
-                await asyncio.wait(pending)
+            await asyncio.wait(tasks, timeout=max(0.0, self._stop_at - loop.time()))
+        self._stop_all()
+        while tasks := {r.task for r in self._running.values() if r.task is not None}:
+            await asyncio.wait(tasks)
         if self._shutdown_timer is not None:
             self._shutdown_timer.cancel()
 
