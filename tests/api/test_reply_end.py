@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from chatkeep.domain.records import Message
-from chatkeep.errors import NotFound, ReplyInProgress
+from chatkeep.errors import NotFound, ReplyInProgress, StorageError
 from chatkeep.service.replies import ReplyService, SendResult
 from chatkeep.storage.base import ReplyStart
 from chatkeep.storage.memory import MemoryStore
@@ -149,3 +149,50 @@ async def test_a_stop_before_the_reply_task_has_begun_still_ends_the_reply(
     assert await asyncio.wait_for(result.source.wait(), MUST_NOT_HANG) is outcome
     history = (await client.get(f"/api/conversations/{cid}/messages")).json()["items"]
     assert [m["status"] for m in history] == ["complete", "incomplete"]
+
+
+class CommitFailsOnce(MemoryStore):
+    """A store whose first reply commit fails, as one with a busy disk would."""
+
+    failed = False
+
+    async def finish_reply(self, *args: Any, **kwargs: Any) -> Message:
+        if not self.failed:
+            self.failed = True
+            raise StorageError("database is locked")
+        return await super().finish_reply(*args, **kwargs)
+
+
+class TextUnstorable(MemoryStore):
+    """A store that cannot take a reply's text, only an empty one."""
+
+    async def finish_reply(self, *args: Any, **kwargs: Any) -> Message:
+        if kwargs["content"]:
+            raise StorageError("the disk is full")
+        return await super().finish_reply(*args, **kwargs)
+
+
+async def test_a_failed_reply_commit_is_tried_again(make_client: ClientFactory) -> None:
+    client = await make_client(store=CommitFailsOnce())
+    cid = await _conversation(client)
+    url = f"/api/conversations/{cid}/messages"
+    first = await client.post(url, json={"content": "one"})
+    assert first.status_code == 200
+    assert first.json()["assistant_message"]["content"] == "echo: one"
+    assert (await client.post(url, json={"content": "two"})).status_code == 200
+
+
+async def test_a_reply_that_cannot_be_stored_still_closes_its_conversation(
+    make_client: ClientFactory,
+) -> None:
+    client = await make_client(store=TextUnstorable())
+    cid = await _conversation(client)
+    url = f"/api/conversations/{cid}/messages"
+    first = await client.post(url, json={"content": "one"})
+    assert first.status_code == 503
+    assert first.json()["error"]["code"] == "storage_unavailable"
+    stored = first.json()["assistant_message"]
+    assert stored["status"] == "incomplete" and "could not be stored" in stored["reason"]
+    conversation = (await client.get(f"/api/conversations/{cid}")).json()
+    assert conversation["generating"] is False
+    assert (await client.post(url, json={"content": "two"})).status_code == 503  # not 409

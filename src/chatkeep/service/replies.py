@@ -50,6 +50,11 @@ REASON_LOG_CHARS = 300
 #: How many stored messages one context read fetches at a time.
 CONTEXT_PAGE = 64
 
+#: Pauses before each attempt to commit a reply: a failed commit (a busy or full disk) is
+#: tried again, and the last attempt stores the reply without its text, so that one bad
+#: commit does not leave its conversation with a reply open until the next restart.
+COMMIT_RETRY_PAUSES = (0.0, 0.2, 1.0)
+
 #: Beyond the model's own timeout, how long a JSON send waits for the commit of its reply.
 #: The generation task always ends within the model timeout; this covers the commit.
 COMMIT_WAIT_SECONDS = 30.0
@@ -331,31 +336,42 @@ class ReplyService:
         error: ChatkeepError | None,
     ) -> ReplyOutcome:
         status: MessageStatus = "complete" if error is None else "incomplete"
-        try:
-            message = await self.store.finish_reply(
-                conversation.owner_id,
-                conversation.id,
-                reply_to=user_message.id,
-                content=reply.seal(),
-                status=status,
-                reason=None if error is None else error.message,
-                reason_code=None if error is None else error.code,
-                usage=usage,
-            )
-        except Exception as exc:
-            # Whatever went wrong, the user message stays and recovery closes the reply
-            # at the next start; the readers are told it could not be stored.
-            failure = (
-                exc
-                if isinstance(exc, StorageError)
-                else StorageError(f"the reply could not be stored: {exc}")
-            )
-            logger.error(
-                "could not commit reply: %s",
-                failure.message,
-                exc_info=not isinstance(exc, ChatkeepError),
-                extra={"conversation_id": conversation.id},
-            )
+        content = reply.seal()
+        reason = None if error is None else error.message
+        code = None if error is None else error.code
+        failure: StorageError | None = None
+        for attempt, pause in enumerate(COMMIT_RETRY_PAUSES):
+            if attempt == len(COMMIT_RETRY_PAUSES) - 1:
+                # The reply itself cannot be stored: close it without its text rather
+                # than leave the conversation open (every later send would get 409).
+                status, content, usage, code = "incomplete", "", None, StorageError.code
+                reason = f"the reply could not be stored ({failure}); its text is lost"
+            await asyncio.sleep(pause)
+            try:
+                message = await self.store.finish_reply(
+                    conversation.owner_id,
+                    conversation.id,
+                    reply_to=user_message.id,
+                    content=content,
+                    status=status,
+                    reason=reason,
+                    reason_code=code,
+                    usage=usage,
+                )
+                break
+            except Exception as exc:
+                failure = exc if isinstance(exc, StorageError) else StorageError(str(exc))
+                logger.error(
+                    "could not commit reply (attempt %d): %s",
+                    attempt + 1,
+                    failure.message,
+                    exc_info=not isinstance(exc, ChatkeepError),
+                    extra={"conversation_id": conversation.id},
+                )
+        else:
+            # Storage is failing altogether: the user message stays, and recovery closes
+            # the reply at the next start; the readers are told it could not be stored.
+            assert failure is not None
             return ReplyOutcome.unstored(failure)
         self.working_set.record_messages(
             conversation.owner_id, conversation.id, after_reply(conversation, message), message
