@@ -251,22 +251,8 @@ class Settings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _nest_flat_names(cls, data: Any) -> Any:
-        """Move settings given by their flat names into their sections."""
-        if not isinstance(data, dict):
-            return data
-        names = flat_names()
-        nested: dict[str, Any] = {}
-        for key, value in data.items():
-            where = names.get(key.lower())
-            if where is None:
-                nested[key] = value
-                continue
-            section, field = where
-            given: Any = nested.get(section, data.get(section))
-            if isinstance(given, Section):
-                given = given.model_dump()
-            nested[section] = {**(given or {}), field: value}
-        return nested
+        """Move settings given by their flat names (keyword arguments) into their sections."""
+        return nest_flat_names(data) if isinstance(data, dict) else data
 
     @classmethod
     def settings_customise_sources(
@@ -283,8 +269,38 @@ class Settings(BaseSettings):
             env_settings,
         ]
         if settings_cls.model_config.get("toml_file"):
-            sources.append(TomlConfigSettingsSource(settings_cls))
+            sources.append(SectionedToml(settings_cls))
         return tuple(sources)
+
+
+def nest_flat_names(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with every flat name moved into its section, over what the section says.
+
+    One source at a time (keyword arguments, a TOML file), so that precedence between
+    sources stays pydantic-settings' own: within one source a flat name wins.
+    """
+    names = flat_names()
+    nested: dict[str, Any] = {}
+    flat: list[tuple[str, str, Any]] = []
+    for key, value in data.items():
+        where = names.get(key.lower())
+        if where is None:
+            nested[key] = value
+        else:
+            flat.append((*where, value))
+    for section, field, value in flat:
+        given: Any = nested.get(section)
+        if isinstance(given, Section):
+            given = given.model_dump()
+        nested[section] = {**(given or {}), field: value}
+    return nested
+
+
+class SectionedToml(TomlConfigSettingsSource):
+    """A TOML file whose top level may use flat names too (``max_body_bytes = "2MiB"``)."""
+
+    def __call__(self) -> dict[str, Any]:
+        return nest_flat_names(super().__call__())
 
 
 class FlatEnvironment(PydanticBaseSettingsSource):

@@ -48,6 +48,8 @@ FORWARDING_HEADERS = {
     "CF-Connecting-IP": "203.0.113.7",
     "Fastly-Client-IP": "203.0.113.7",
     "X-Cluster-Client-IP": "203.0.113.7",
+    "X-Azure-ClientIP": "203.0.113.7",
+    "X-Azure-SocketIP": "203.0.113.7",
     "Via": "1.1 proxy.example.com",
 }
 

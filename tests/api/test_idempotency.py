@@ -45,3 +45,12 @@ async def test_an_empty_idempotency_key_is_422(client: httpx.AsyncClient, key: s
     assert response.status_code == 422
     assert "Idempotency-Key" in response.json()["error"]["message"]
     assert (await client.get(f"/api/conversations/{cid}")).json()["message_count"] == 0
+
+
+async def test_a_blank_client_message_id_is_422(client: httpx.AsyncClient) -> None:
+    cid = await _conversation(client)
+    response = await client.post(
+        f"/api/conversations/{cid}/messages", json={"content": "hi", "client_message_id": " "}
+    )
+    assert response.status_code == 422
+    assert "client_message_id" in response.json()["error"]["message"]

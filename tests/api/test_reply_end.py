@@ -196,3 +196,19 @@ async def test_a_reply_that_cannot_be_stored_still_closes_its_conversation(
     conversation = (await client.get(f"/api/conversations/{cid}")).json()
     assert conversation["generating"] is False
     assert (await client.post(url, json={"content": "two"})).status_code == 503  # not 409
+
+
+async def test_a_conversation_whose_model_is_gone_answers_the_same_live_and_replayed(
+    client: httpx.AsyncClient,
+) -> None:
+    """A model removed from the configuration: the send is stored, its reply fails at once
+    (incomplete, unknown_model), and a retry reads exactly like the first answer."""
+    store = client._transport.app.state.chatkeep.store  # type: ignore[attr-defined]
+    conversation = await store.create_conversation("default", model="retired")
+    url = f"/api/conversations/{conversation.id}/messages"
+    live = await client.post(url, json={"content": "q", "client_message_id": "k"})
+    replayed = await client.post(url, json={"content": "q", "client_message_id": "k"})
+    assert live.status_code == replayed.status_code == 422
+    assert live.json() == replayed.json()
+    assert live.json()["error"]["code"] == "unknown_model"
+    assert live.json()["assistant_message"]["status"] == "incomplete"

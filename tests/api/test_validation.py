@@ -260,3 +260,14 @@ async def test_forged_cursors_are_422(any_store: httpx.AsyncClient, parts: str) 
     cursor = base64.urlsafe_b64encode(parts.encode()).decode().rstrip("=")
     response = await any_store.get("/api/conversations", params={"cursor": cursor, "limit": 1})
     _assert_invalid(response, "cursor")
+
+
+@pytest.mark.parametrize("path", ["/api/conversations", "/v1/chat/completions"])
+async def test_an_integer_of_thousands_of_digits_is_422(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    body = '{"metadata": {"n": ' + "9" * 5000 + "}}"
+    if path.startswith("/v1"):
+        body = '{"model": "echo", "messages": [], "n": ' + "9" * 5000 + "}"
+    response = await client.post(path, content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text

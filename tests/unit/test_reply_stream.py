@@ -264,3 +264,11 @@ def test_kept_json_is_sized_to_fit() -> None:
     finally:
         tracemalloc.stop()
     assert per_item < 200
+
+
+def test_a_last_event_id_with_other_digits_resumes_from_the_start() -> None:
+    stream = _stream()
+    stream.publish("abc")
+    assert stream.position_of("r1:1") == 1
+    for foreign in ("r1:\u00b2", "r1:\u0663", "r1:", "r1:-1", "r2:1"):
+        assert stream.position_of(foreign) == -1

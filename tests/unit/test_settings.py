@@ -106,3 +106,19 @@ def test_unknown_variables_are_named() -> None:
         "PATH": "/bin",
     }
     assert unknown_variables(environ) == ["CHATKEEP_MAX_PAGE_SISE"]
+
+
+def test_a_flat_name_in_a_file_survives_the_environment_setting_another_of_its_section(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "chatkeep.toml"
+    config.write_text('max_body_bytes = "10MiB"\n')
+    monkeypatch.setenv("CHATKEEP_MAX_MESSAGE_CHARS", "200000")
+    settings = load_settings(config)
+    assert settings.limits.max_body_bytes == 10 * 1024**2
+    assert settings.limits.max_message_chars == 200_000
+
+
+def test_a_flat_keyword_wins_over_its_section_given_alongside() -> None:
+    settings = Settings(limits={"max_page_size": 5, "max_title_chars": 9}, max_page_size=7)
+    assert (settings.limits.max_page_size, settings.limits.max_title_chars) == (7, 9)

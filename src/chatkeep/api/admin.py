@@ -47,17 +47,21 @@ FORWARDING_HEADERS = frozenset(
 )
 
 
+_IP_SUFFIXES = (b"-ip", b"clientip", b"socketip")
+
+
 def came_through_proxy(headers: Iterable[tuple[bytes, bytes]]) -> bool:
     """True when any header says a proxy passed the request on.
 
     Beyond `FORWARDING_HEADERS`, any name containing ``forwarded`` (``Forwarded``,
     ``X-Forwarded-For``/``-Host``/``-Proto``, ``X-Original-Forwarded-For``…) or ending in
-    ``-ip`` (``X-Real-IP``, ``X-Client-IP``, ``True-Client-IP``, ``CF-Connecting-IP``,
-    ``Fastly-Client-IP``, ``X-Cluster-Client-IP``…): a false alarm costs a loopback client
-    the token, a miss would open the admin surface to the network.
+    ``-ip``, ``clientip`` or ``socketip`` (``X-Real-IP``, ``X-Client-IP``,
+    ``True-Client-IP``, ``CF-Connecting-IP``, ``Fastly-Client-IP``, ``X-Cluster-Client-IP``,
+    ``X-Azure-ClientIP``, ``X-Azure-SocketIP``…): a false alarm costs a loopback client the
+    token, a miss would open the admin surface to the network.
     """
     for name, _ in headers:
-        if name in FORWARDING_HEADERS or b"forwarded" in name or name.endswith(b"-ip"):
+        if name in FORWARDING_HEADERS or b"forwarded" in name or name.endswith(_IP_SUFFIXES):
             return True
     return False
 

@@ -188,6 +188,8 @@ async def send(
     app = state(request)
     if idempotency_key is not None and not idempotency_key.strip():
         raise InvalidRequest("Idempotency-Key: an empty key makes nothing idempotent; omit it")
+    if body.client_message_id is not None and not body.client_message_id.strip():
+        raise InvalidRequest("client_message_id: a blank id makes nothing idempotent; omit it")
     client_message_id = body.client_message_id or idempotency_key
     if body.client_message_id and idempotency_key and body.client_message_id != idempotency_key:
         raise InvalidRequest("client_message_id and the Idempotency-Key header differ")

@@ -78,6 +78,10 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
         # FastAPI's answer to a JSON body that is not UTF-8.
         return error_response(422, "invalid_request", f"body: not UTF-8 ({exc.__cause__.reason})")
+    if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):
+        # Python's JSON reader refuses, e.g., an integer of thousands of digits.
+        reason = str(exc.__cause__).split(";")[0]
+        return error_response(422, "invalid_request", f"body: cannot be read ({reason})")
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else code
     if exc.status_code == 404 and message == "Not Found":

@@ -30,6 +30,7 @@ from chatkeep.errors import (
     ReplyInProgress,
     ShuttingDown,
     StorageError,
+    UnknownModel,
 )
 from chatkeep.logs import truncate
 from chatkeep.serialize import message_json
@@ -192,8 +193,12 @@ class ReplyService:
         return SendResult(start, source, None, self._wait(start))
 
     def _wait(self, start: ReplyStart) -> float:
-        route = self.pipeline.providers.route(start.conversation.model)
-        return route.timeout_seconds + COMMIT_WAIT_SECONDS
+        try:
+            timeout = self.pipeline.providers.route(start.conversation.model).timeout_seconds
+        except UnknownModel:
+            # A model removed from the configuration: the reply fails at once, and says so.
+            timeout = 0.0
+        return timeout + COMMIT_WAIT_SECONDS
 
     async def outcome(self, result: SendResult) -> ReplyOutcome:
         """The outcome of a send: at once when replayed, else when its reply ends.

@@ -227,7 +227,8 @@ class ReplyStream:
         if not last_event_id:
             return -1
         reply_id, _, index = last_event_id.rpartition(":")
-        if reply_id != self.reply_id or not index.isdigit():
+        # isdecimal() alone takes other scripts' digits, which int() may not read.
+        if reply_id != self.reply_id or not (index.isascii() and index.isdecimal()):
             return -1
         return min(int(index), len(self._ends))
 
