@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from chatkeep.api.disconnect import until_disconnected
+
 
 class RelayResponse(Response):
     """Sends ``chunks`` as they come; runs ``on_close`` exactly once at the end."""
@@ -48,17 +50,18 @@ class RelayResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": self.status_code,
-                    "headers": self.raw_headers,
-                }
-            )
-            async for chunk in self.chunks:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            # A client that leaves stops the relay: its backend request and its admission
+            # slot are given back now, not when the backend would have finished.
+            await until_disconnected(self._relay(send), receive)
         except OSError:
             pass  # the client went away; nothing more to send
         finally:
             await self.close()
+
+    async def _relay(self, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        async for chunk in self.chunks:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -12,13 +12,13 @@ code ``shutdown`` once the grace period is over.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from chatkeep.api.disconnect import until_disconnected
 from chatkeep.streaming.hub import ReplySource
 from chatkeep.streaming.reply_stream import (
     PING,
@@ -71,29 +71,11 @@ class EventStreamResponse(Response):
         self.send_timeout = send_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        gone = False
-
-        async def watch_disconnect() -> None:
-            nonlocal gone
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            gone = True
-            task.cancel()
-
-        watcher = asyncio.create_task(watch_disconnect(), name="sse-disconnect-watcher")
         try:
-            await self._send_all(send)
-        except asyncio.CancelledError:
-            if not gone or task.uncancel() > 0:
-                raise
+            await until_disconnected(self._send_all(send), receive)
         except (TimeoutError, OSError):
             pass  # the client stopped reading or went away: nothing more to send
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
             aclose = getattr(self.events, "aclose", None)
             if aclose is not None:
                 await aclose()
