@@ -86,3 +86,17 @@ async def test_fast_path_keeps_body_limit_metrics_and_errors(make_client: Client
     metrics = (await client.get("/metrics")).text
     for status in ("200", "413", "502"):
         assert f'method="POST",route="/v1/chat/completions",status="{status}"' in metrics
+
+
+async def test_content_parts_reach_the_model_as_their_text(client: httpx.AsyncClient) -> None:
+    parts = [
+        {"type": "text", "text": "ping "},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+        {"type": "text", "text": "pong"},
+    ]
+    response = await client.post(
+        "/v1/chat/completions",
+        json={"model": "echo", "messages": [{"role": "user", "content": parts}]},
+    )
+    assert response.status_code == 200
+    assert response.json()["choices"][0]["message"]["content"] == "echo: ping pong"

@@ -103,12 +103,27 @@ async def chat_completions(request: Request) -> Response:
 
 def _request(payload: dict[str, Any]) -> ChatRequest:
     messages = [
-        {"role": str(m["role"]), "content": m.get("content") or ""} for m in payload["messages"]
+        {"role": str(m["role"]), "content": _text(m.get("content"))} for m in payload["messages"]
     ]
     options: dict[str, Any] = {
         k: payload[k] for k in ("temperature", "max_tokens", "top_p") if k in payload
     }
     return ChatRequest(messages=messages, options=options)
+
+
+def _text(content: str | list[Any] | None) -> str:
+    """A message's text: a string as it is, or the text parts of a list of content parts.
+
+    Models reached through chatkeep's own providers take text; parts of other kinds (an
+    image) are left out rather than sent as the text of their JSON.
+    """
+    if isinstance(content, list):
+        return "".join(
+            str(part.get("text", ""))
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return content or ""
 
 
 def _completion_id() -> str:
