@@ -292,6 +292,8 @@ def nest_flat_names(data: dict[str, Any]) -> dict[str, Any]:
         given: Any = nested.get(section)
         if isinstance(given, Section):
             given = given.model_dump()
+        if given is not None and not isinstance(given, dict):
+            continue  # not a table: validation says so, naming the section
         nested[section] = {**(given or {}), field: value}
     return nested
 

@@ -151,14 +151,14 @@ async def test_a_stop_before_the_reply_task_has_begun_still_ends_the_reply(
     assert [m["status"] for m in history] == ["complete", "incomplete"]
 
 
-class CommitFailsOnce(MemoryStore):
-    """A store whose first reply commit fails, as one with a busy disk would."""
+class CommitFailsTwice(MemoryStore):
+    """A store whose first two reply commits fail, as one with a busy disk would."""
 
-    failed = False
+    failures = 0
 
     async def finish_reply(self, *args: Any, **kwargs: Any) -> Message:
-        if not self.failed:
-            self.failed = True
+        if self.failures < 2:
+            self.failures += 1
             raise StorageError("database is locked")
         return await super().finish_reply(*args, **kwargs)
 
@@ -173,7 +173,7 @@ class TextUnstorable(MemoryStore):
 
 
 async def test_a_failed_reply_commit_is_tried_again(make_client: ClientFactory) -> None:
-    client = await make_client(store=CommitFailsOnce())
+    client = await make_client(store=CommitFailsTwice())
     cid = await _conversation(client)
     url = f"/api/conversations/{cid}/messages"
     first = await client.post(url, json={"content": "one"})

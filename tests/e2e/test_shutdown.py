@@ -158,3 +158,39 @@ async def test_sigterm_refuses_queued_sends_instead_of_starting_them(tmp_path: P
         assert final["event"] == "error" and '"shutdown"' in final["data"]
     for body in refused:
         assert json.loads(body)["error"]["code"] == "shutdown"
+
+
+async def test_sigterm_ends_stateless_answers_readably(tmp_path: Path) -> None:
+    """A /v1 answer still running at the end of the grace ends with an error the client
+    can read: an error event for a stream, a 503 for a JSON answer; never a cut."""
+    env = {"CHATKEEP_ECHO_DELAY_MS": "100", "CHATKEEP_SHUTDOWN_GRACE_SECONDS": "1"}
+    server = ServerProcess(tmp_path / "data", env=env)
+    server.start()
+    words = " ".join(["slow"] * 300)  # 30 s of reply
+    body = {"model": "echo", "messages": [{"role": "user", "content": words}]}
+
+    async def streamed(client: httpx.AsyncClient, started: asyncio.Event) -> str:
+        async with client.stream(
+            "POST", "/v1/chat/completions", json={**body, "stream": True}
+        ) as response:
+            chunks = []
+            async for chunk in response.aiter_text():
+                chunks.append(chunk)
+                started.set()
+            return "".join(chunks)
+
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+            started = asyncio.Event()
+            stream = asyncio.create_task(streamed(client, started))
+            answer = asyncio.create_task(client.post("/v1/chat/completions", json=body))
+            await asyncio.wait_for(started.wait(), 30)
+            code = await asyncio.to_thread(server.stop)
+            text, json_answer = await asyncio.wait_for(asyncio.gather(stream, answer), 30)
+    finally:
+        server.kill()
+    assert code in CLEAN_EXIT
+    last = [line for line in text.splitlines() if line.startswith("data:")][-1]
+    assert json.loads(last.removeprefix("data:"))["error"]["code"] == "shutdown"
+    assert json_answer.status_code == 503
+    assert json_answer.json()["error"]["code"] == "shutdown"

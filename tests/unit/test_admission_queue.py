@@ -86,4 +86,4 @@ async def test_closed_queue_refuses_waiters_and_later_acquires_but_takes_slots_b
     with pytest.raises(Overloaded, match="stopping"):
         await queue.acquire()
     queue.release()
-    assert queue.inflight == 0 and queue.queued == 0
+    assert queue.inflight == 0 and queue.queued == 0 and queue.rejected == 2

@@ -122,3 +122,10 @@ def test_a_flat_name_in_a_file_survives_the_environment_setting_another_of_its_s
 def test_a_flat_keyword_wins_over_its_section_given_alongside() -> None:
     settings = Settings(limits={"max_page_size": 5, "max_title_chars": 9}, max_page_size=7)
     assert (settings.limits.max_page_size, settings.limits.max_title_chars) == (7, 9)
+
+
+def test_a_section_that_is_not_a_table_is_a_validation_error(tmp_path: Path) -> None:
+    config = tmp_path / "chatkeep.toml"
+    config.write_text('limits = "x"\nmax_body_bytes = "2MiB"\n')
+    with pytest.raises(ValueError, match="limits"):
+        load_settings(config)

@@ -52,6 +52,7 @@ class AdmissionQueue:
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             if not waiter.future.done():
+                self.rejected += 1
                 waiter.future.set_exception(refusal())
 
     async def acquire(self, priority: int = 0) -> None:

@@ -8,6 +8,7 @@ exactly as long as the backend is busy.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import AsyncIterator
@@ -24,10 +25,10 @@ from chatkeep.api.schemas import ModelList
 from chatkeep.api.state import state
 from chatkeep.domain.records import Usage
 from chatkeep.domain.tokens import estimate_tokens
-from chatkeep.errors import InvalidRequest
-from chatkeep.providers.base import ChatRequest
+from chatkeep.errors import InvalidRequest, ShuttingDown
+from chatkeep.providers.base import ChatRequest, Provider
 from chatkeep.serialize import usage_dict
-from chatkeep.service.pipeline import GenerationPipeline
+from chatkeep.service.pipeline import GenerationPipeline, Slot
 
 _JSON = "application/json"
 _SSE = "text/event-stream"
@@ -77,24 +78,50 @@ async def chat_completions(request: Request) -> Response:
     provider = app.providers.route(model).provider
     streamed = bool(payload.get("stream"))
     slot = await app.pipeline.admit()
-    # Once a streamed response exists, it owns the slot and gives it back when it closes.
+    with app.pipeline.stateless.guard() as stopped:
+        try:
+            return await _answer(app.pipeline, payload, body, model, provider, streamed, slot)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not stopped() or task is None or task.uncancel() > 0:
+                raise
+            raise ShuttingDown("the server shut down before the answer was complete") from None
+
+
+async def _answer(
+    pipeline: GenerationPipeline,
+    payload: dict[str, Any],
+    body: bytes,
+    model: str,
+    provider: Provider,
+    streamed: bool,
+    slot: Slot,
+) -> Response:
+    """Relay or translate one chat completion.
+
+    Once a streamed response exists, it owns ``slot`` and gives it back when it closes.
+    """
     owned_by_response = False
     try:
         if provider.supports_passthrough:
-            answer = await app.pipeline.relay(model, body)
+            answer = await pipeline.relay(model, body)
             if not streamed:
                 chunks = [chunk async for chunk in answer.body]
                 return Response(b"".join(chunks), answer.status, media_type=answer.content_type)
             chunks_iter = answer.body
             status, media_type = answer.status, answer.content_type
         elif streamed:
-            chunks_iter = _translated_stream(app.pipeline, payload, model)
+            chunks_iter = _translated_stream(pipeline, payload, model)
             status, media_type = 200, _SSE
         else:
-            return await _translated_answer(app.pipeline, payload, model)
+            return await _translated_answer(pipeline, payload, model)
         owned_by_response = True
         return RelayResponse(
-            chunks_iter, status_code=status, media_type=media_type, on_close=slot.aclose
+            chunks_iter,
+            status_code=status,
+            media_type=media_type,
+            on_close=slot.aclose,
+            stoppable=pipeline.stateless,
         )
     finally:
         if not owned_by_response:

@@ -8,12 +8,23 @@ whatever happens, so this response owns its clean-up.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from chatkeep.api.disconnect import until_disconnected
+from chatkeep.api.errors import error_response
+from chatkeep.service.pipeline import Stoppable
+
+#: What a relayed stream of server-sent events ends with when the server stops under it:
+#: an error event, as OpenAI's own streams report a failure (its clients raise it).
+SHUTDOWN_MESSAGE = "the server shut down before the answer was complete; retry"
+SHUTDOWN_EVENT = (
+    b"data: " + orjson.dumps({"error": {"code": "shutdown", "message": SHUTDOWN_MESSAGE}}) + b"\n\n"
+)
 
 
 class RelayResponse(Response):
@@ -26,6 +37,7 @@ class RelayResponse(Response):
         status_code: int = 200,
         media_type: str,
         on_close: Callable[[], Awaitable[None]],
+        stoppable: Stoppable | None = None,
     ) -> None:
         # Not Response.__init__: given no body it would declare "content-length: 0".
         self.status_code = status_code
@@ -35,6 +47,8 @@ class RelayResponse(Response):
         self.chunks = chunks
         self._on_close = on_close
         self._closed = False
+        self._stoppable = stoppable or Stoppable()
+        self._started = False
 
     async def close(self) -> None:
         """Stop the iterator and release what it holds. Safe to call twice."""
@@ -49,16 +63,33 @@ class RelayResponse(Response):
             await self._on_close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            # A client that leaves stops the relay: its backend request and its admission
-            # slot are given back now, not when the backend would have finished.
-            await until_disconnected(self._relay(send), receive)
-        except OSError:
-            pass  # the client went away; nothing more to send
-        finally:
-            await self.close()
+        with self._stoppable.guard() as stopped:
+            try:
+                # A client that leaves stops the relay: its backend request and its
+                # admission slot are given back now, not when the backend would have ended.
+                await until_disconnected(self._relay(send), receive)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not stopped() or task is None or task.uncancel() > 0:
+                    raise
+                await self._end_for_shutdown(scope, receive, send)
+            except OSError:
+                pass  # the client went away; nothing more to send
+            finally:
+                await self.close()
+
+    async def _end_for_shutdown(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The server stopped under this answer: end it in a way the client can read."""
+        if not self._started:
+            response = error_response(503, "shutdown", SHUTDOWN_MESSAGE)
+            await response(scope, receive, send)
+            return
+        sse = (self.media_type or "").startswith("text/event-stream")
+        last = SHUTDOWN_EVENT if sse else b""
+        await send({"type": "http.response.body", "body": last, "more_body": False})
 
     async def _relay(self, send: Send) -> None:
+        self._started = True
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )

@@ -15,7 +15,8 @@ result; the passthrough writes them to its HTTP response.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from chatkeep.admission.queue import AdmissionQueue
@@ -43,6 +44,37 @@ class Slot:
         self.release()
 
 
+class Stoppable:
+    """Stateless generations in flight, which a server stop ends early.
+
+    A durable reply is stopped by its own service (and stored); a ``/v1`` answer has no
+    store behind it, so at the end of the shutdown grace the tasks serving one are
+    cancelled, and each, seeing it was `stopped`, ends its answer properly (a final error
+    event, or a ``503``) instead of being cut when the server closes its connections.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: dict[asyncio.Task[Any], bool] = {}
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[Callable[[], bool]]:
+        """Register the current task; yields whether the stop has cancelled it."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks[task] = False
+        try:
+            yield lambda: self._tasks.get(task, False)
+        finally:
+            self._tasks.pop(task, None)
+
+    def stop(self) -> None:
+        """Cancel every registered task, marked as stopped."""
+        for task in list(self._tasks):
+            if not self._tasks[task]:
+                self._tasks[task] = True
+                task.cancel()
+
+
 class GenerationPipeline:
     """Admission and model calls, shared by every surface that generates text."""
 
@@ -56,6 +88,8 @@ class GenerationPipeline:
         self.providers = providers
         self.admission = admission
         self.idle_timeout = idle_timeout
+        #: Stateless generations (``/v1``), ended early when the server stops.
+        self.stateless = Stoppable()
 
     def stop_admitting(self) -> None:
         """The server is stopping: every generation not yet admitted gets `ShuttingDown`."""

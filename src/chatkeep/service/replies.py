@@ -51,9 +51,9 @@ REASON_LOG_CHARS = 300
 #: How many stored messages one context read fetches at a time.
 CONTEXT_PAGE = 64
 
-#: Pauses before each attempt to commit a reply: a failed commit (a busy or full disk) is
-#: tried again, and the last attempt stores the reply without its text, so that one bad
-#: commit does not leave its conversation with a reply open until the next restart.
+#: Pauses before each attempt to commit a reply with its text: a failed commit (a busy or
+#: full disk) is tried again; past these, one last attempt stores the reply without its
+#: text, so that one bad commit does not leave its conversation open until a restart.
 COMMIT_RETRY_PAUSES = (0.0, 0.2, 1.0)
 
 #: Beyond the model's own timeout, how long a JSON send waits for the commit of its reply.
@@ -345,8 +345,9 @@ class ReplyService:
         reason = None if error is None else error.message
         code = None if error is None else error.code
         failure: StorageError | None = None
-        for attempt, pause in enumerate(COMMIT_RETRY_PAUSES):
-            if attempt == len(COMMIT_RETRY_PAUSES) - 1:
+        attempts = [(pause, True) for pause in COMMIT_RETRY_PAUSES] + [(0.0, False)]
+        for attempt, (pause, with_text) in enumerate(attempts):
+            if not with_text:
                 # The reply itself cannot be stored: close it without its text rather
                 # than leave the conversation open (every later send would get 409).
                 status, content, usage, code = "incomplete", "", None, StorageError.code
@@ -430,6 +431,7 @@ class ReplyService:
 
     def _stop_all(self) -> None:
         self._stopped = True
+        self.pipeline.stateless.stop()
         for running in list(self._running.values()):
             self._stop(running, ShuttingDown(SHUTDOWN_REASON))
 

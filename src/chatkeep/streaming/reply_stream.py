@@ -228,7 +228,11 @@ class ReplyStream:
             return -1
         reply_id, _, index = last_event_id.rpartition(":")
         # isdecimal() alone takes other scripts' digits, which int() may not read.
-        if reply_id != self.reply_id or not (index.isascii() and index.isdecimal()):
+        if (
+            reply_id != self.reply_id
+            or not (index.isascii() and index.isdecimal())
+            or len(index) > 18  # past any event of a bounded stream (and int()'s limit)
+        ):
             return -1
         return min(int(index), len(self._ends))
 
