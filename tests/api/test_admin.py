@@ -50,6 +50,9 @@ FORWARDING_HEADERS = {
     "X-Cluster-Client-IP": "203.0.113.7",
     "X-Azure-ClientIP": "203.0.113.7",
     "X-Azure-SocketIP": "203.0.113.7",
+    "CDN-Loop": "cloudflare",
+    "CloudFront-Viewer-Address": "203.0.113.7:46532",
+    "Akamai-Origin-Hop": "2",
     "Via": "1.1 proxy.example.com",
 }
 

@@ -43,7 +43,17 @@ def is_loopback(host: str | None) -> bool:
 #: the standard (RFC 7239 ``Forwarded``, ``Via``) and the vendors' (nginx, Cloudflare,
 #: Akamai, Fastly, Envoy, load balancers).
 FORWARDING_HEADERS = frozenset(
-    {b"via", b"x-envoy-external-address", b"x-remote-addr", b"x-original-host", b"x-host"}
+    {
+        b"via",
+        b"x-envoy-external-address",
+        b"x-remote-addr",
+        b"x-original-host",
+        b"x-host",
+        b"cdn-loop",
+        b"cloudfront-viewer-address",
+        b"x-azure-fdid",
+        b"akamai-origin-hop",
+    }
 )
 
 

@@ -145,11 +145,8 @@ def _text(content: str | list[Any] | None) -> str:
     image) are left out rather than sent as the text of their JSON.
     """
     if isinstance(content, list):
-        return "".join(
-            str(part.get("text", ""))
-            for part in content
-            if isinstance(part, dict) and part.get("type") == "text"
-        )
+        texts = (part.get("text") for part in content if isinstance(part, dict))
+        return "".join(text for text in texts if isinstance(text, str))
     return content or ""
 
 
