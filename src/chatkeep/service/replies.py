@@ -17,11 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from chatkeep.cache.working_set import WorkingSet
-from chatkeep.domain.context import Context, build_context
+from chatkeep.domain.context import Context
 from chatkeep.domain.outcome import ReplyOutcome
-from chatkeep.domain.records import Conversation, Message, MessageStatus, Usage
+from chatkeep.domain.records import Conversation, Message, Usage
 from chatkeep.domain.replies import after_reply, send_fingerprint
-from chatkeep.domain.tokens import content_tokens, estimate_tokens
+from chatkeep.domain.tokens import estimate_tokens
 from chatkeep.errors import (
     ChatkeepError,
     NotFound,
@@ -34,7 +34,9 @@ from chatkeep.errors import (
 )
 from chatkeep.logs import truncate
 from chatkeep.serialize import message_json
+from chatkeep.service.context_reader import read_context
 from chatkeep.service.pipeline import GenerationPipeline, Slot
+from chatkeep.service.reply_commit import commit_reply
 from chatkeep.service.summaries import Summarizer
 from chatkeep.storage.base import ReplyStart, Store
 from chatkeep.streaming.hub import ReplyHub, ReplyPublisher, ReplySource
@@ -47,14 +49,6 @@ CANCEL_REASON = "the reply was cancelled by the client"
 
 #: A failure reason may quote a backend's answer; a log line keeps this much of one.
 REASON_LOG_CHARS = 300
-
-#: How many stored messages one context read fetches at a time.
-CONTEXT_PAGE = 64
-
-#: Pauses before each attempt to commit a reply with its text: a failed commit (a busy or
-#: full disk) is tried again; past these, one last attempt stores the reply without its
-#: text, so that one bad commit does not leave its conversation open until a restart.
-COMMIT_RETRY_PAUSES = (0.0, 0.2, 1.0)
 
 #: Beyond the model's own timeout, how long a JSON send waits for the commit of its reply.
 #: The generation task always ends within the model timeout; this covers the commit.
@@ -287,9 +281,12 @@ class ReplyService:
         context: Context | None = None
         if running.stop is not None:  # stopped before its first step
             running.generating = False
-            return await self._commit(conversation, user_message, reply, None, running.stop)
+            return await self._commit(conversation, user_message, reply.seal(), None, running.stop)
         try:
-            context = await self._context(conversation, user_message)
+            route = self.pipeline.providers.route(conversation.model)
+            context = await read_context(
+                self.store, self.working_set, route, conversation, user_message
+            )
             async for chunk in self.pipeline.pieces(conversation.model, context.messages):
                 reply.publish(chunk.text)
                 usage = chunk.usage or usage
@@ -310,7 +307,11 @@ class ReplyService:
             # cancellation go on.
             outcome = await asyncio.shield(
                 self._commit(
-                    conversation, user_message, reply, None, why or ShuttingDown(SHUTDOWN_REASON)
+                    conversation,
+                    user_message,
+                    reply.seal(),
+                    None,
+                    why or ShuttingDown(SHUTDOWN_REASON),
                 )
             )
             if why is None:
@@ -330,88 +331,24 @@ class ReplyService:
                 truncate(error.message, REASON_LOG_CHARS),
                 extra={"conversation_id": conversation.id, "model": conversation.model},
             )
-        return await self._commit(conversation, user_message, reply, usage, error)
+        return await self._commit(conversation, user_message, reply.seal(), usage, error)
 
     async def _commit(
         self,
         conversation: Conversation,
         user_message: Message,
-        reply: ReplyPublisher,
+        content: str,
         usage: Usage | None,
         error: ChatkeepError | None,
     ) -> ReplyOutcome:
-        status: MessageStatus = "complete" if error is None else "incomplete"
-        content = reply.seal()
-        reason = None if error is None else error.message
-        code = None if error is None else error.code
-        failure: StorageError | None = None
-        attempts = [(pause, True) for pause in COMMIT_RETRY_PAUSES] + [(0.0, False)]
-        for attempt, (pause, with_text) in enumerate(attempts):
-            if not with_text:
-                # The reply itself cannot be stored: close it without its text rather
-                # than leave the conversation open (every later send would get 409).
-                status, content, usage, code = "incomplete", "", None, StorageError.code
-                reason = f"the reply could not be stored ({failure}); its text is lost"
-            await asyncio.sleep(pause)
-            try:
-                message = await self.store.finish_reply(
-                    conversation.owner_id,
-                    conversation.id,
-                    reply_to=user_message.id,
-                    content=content,
-                    status=status,
-                    reason=reason,
-                    reason_code=code,
-                    usage=usage,
-                )
-                break
-            except Exception as exc:
-                failure = exc if isinstance(exc, StorageError) else StorageError(str(exc))
-                logger.error(
-                    "could not commit reply (attempt %d): %s",
-                    attempt + 1,
-                    failure.message,
-                    exc_info=not isinstance(exc, ChatkeepError),
-                    extra={"conversation_id": conversation.id},
-                )
-        else:
-            # Storage is failing altogether: the user message stays, and recovery closes
-            # the reply at the next start; the readers are told it could not be stored.
-            assert failure is not None
-            return ReplyOutcome.unstored(failure)
-        self.working_set.record_messages(
-            conversation.owner_id, conversation.id, after_reply(conversation, message), message
-        )
-        return ReplyOutcome.committed(message)
-
-    async def _context(self, conversation: Conversation, user_message: Message) -> Context:
-        """The bounded context: recent messages from the working set, older ones from storage."""
-        route = self.pipeline.providers.route(conversation.model)
-        budget = route.context_tokens
-        entry = await self.working_set.get(conversation.owner_id, conversation.id)
-        newest_first = [m for m in reversed(entry.messages) if m.seq <= user_message.seq]
-        if not newest_first or newest_first[0].seq != user_message.seq:
-            newest_first = [user_message]  # the entry lagged; the store has the truth
-        tokens = _tokens_in(newest_first)
-        oldest = newest_first[-1].seq
-        # Page further back only while the budget is not spent and older messages exist.
-        while tokens <= budget and oldest > conversation.summary_through_seq + 1:
-            page = await self.store.recent_messages(
-                conversation.owner_id, conversation.id, limit=CONTEXT_PAGE, before=oldest
+        """Commit the reply (`commit_reply`) and keep the working set in step with it."""
+        outcome = await commit_reply(self.store, conversation, user_message, content, usage, error)
+        if outcome.message is not None:
+            after = after_reply(conversation, outcome.message)
+            self.working_set.record_messages(
+                conversation.owner_id, conversation.id, after, outcome.message
             )
-            if not page:
-                break
-            newest_first.extend(page)
-            tokens += _tokens_in(page)
-            oldest = page[-1].seq
-        return build_context(
-            system_prompt=conversation.system_prompt,
-            summary=conversation.summary,
-            summary_through_seq=conversation.summary_through_seq,
-            newest_first=newest_first,
-            budget_tokens=budget,
-            estimator=route.estimator,
-        )
+        return outcome
 
     def begin_shutdown(self, grace_seconds: float) -> None:
         """The server is stopping: replies get ``grace_seconds`` to finish, then stop.
@@ -456,7 +393,3 @@ class ReplyService:
     @property
     def running_replies(self) -> int:
         return len(self._running)
-
-
-def _tokens_in(messages: list[Message]) -> int:
-    return sum(content_tokens(m) for m in messages)

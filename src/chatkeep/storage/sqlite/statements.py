@@ -8,6 +8,9 @@ Each takes the `sqlite3.Connection` it runs on; `SQLiteStore` decides which conn
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
+
+import orjson
 
 from chatkeep.domain import replies
 from chatkeep.domain.records import Conversation, Message
@@ -98,3 +101,58 @@ def close_reply(conn: sqlite3.Connection, conversation: Conversation, message: M
     """Store the assistant message ``message`` that closes the reply open in ``conversation``."""
     insert_message(conn, message)
     save_conversation_counters(conn, replies.after_reply(conversation, message))
+
+
+def update_conversation_row(
+    conn: sqlite3.Connection, owner_id: str, conversation_id: str, changes: dict[str, Any]
+) -> Conversation:
+    """Set ``changes`` (column → value) on the conversation; return it as it is now."""
+    load_conversation(conn, owner_id, conversation_id)
+    assignments = ", ".join(f"{column} = ?" for column in changes)
+    conn.execute(
+        f"UPDATE conversations SET {assignments} WHERE id = ? AND owner_id = ?",
+        [*changes.values(), conversation_id, owner_id],
+    )
+    return load_conversation(conn, owner_id, conversation_id)
+
+
+def delete_conversation_row(conn: sqlite3.Connection, owner_id: str, conversation_id: str) -> None:
+    """Delete the conversation and (by cascade) its messages; refused while a reply is open.
+
+    Checked in the transaction that deletes: a reply cannot open in between.
+    """
+    replies.check_can_delete(load_conversation(conn, owner_id, conversation_id))
+    cursor = conn.execute(
+        "DELETE FROM conversations WHERE id = ? AND owner_id = ?", (conversation_id, owner_id)
+    )
+    if cursor.rowcount == 0:
+        raise NotFound(f"conversation {conversation_id} not found")
+
+
+def open_replies(conn: sqlite3.Connection) -> list[Conversation]:
+    """Every conversation with a reply open (after a crash: the ones recovery closes)."""
+    rows = conn.execute(
+        f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE open_reply_to IS NOT NULL"
+    ).fetchall()
+    return [conversation_from_row(row) for row in rows]
+
+
+def insert_conversation(conn: sqlite3.Connection, conversation: Conversation) -> None:
+    """Store a new, empty conversation."""
+    conn.execute(
+        "INSERT INTO conversations (id, owner_id, title, model, system_prompt, "
+        "metadata, status, created_at, updated_at, last_activity) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            conversation.id,
+            conversation.owner_id,
+            conversation.title,
+            conversation.model,
+            conversation.system_prompt,
+            orjson.dumps(conversation.metadata).decode(),
+            conversation.status,
+            conversation.created_at,
+            conversation.updated_at,
+            conversation.last_activity,
+        ),
+    )

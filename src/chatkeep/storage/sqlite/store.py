@@ -29,7 +29,7 @@ from chatkeep.domain.records import (
     Page,
     Usage,
 )
-from chatkeep.errors import NotFound, StorageError
+from chatkeep.errors import StorageError
 from chatkeep.storage.base import (
     RECOVERED_REASON,
     UNSET,
@@ -44,20 +44,26 @@ from chatkeep.storage.sqlite.connection import ThreadedConnection
 from chatkeep.storage.sqlite.errors import driver_errors
 from chatkeep.storage.sqlite.group_commit import GroupCommitter
 from chatkeep.storage.sqlite.lock import DataDirLock
+from chatkeep.storage.sqlite.queries import (
+    select_conversations,
+    select_messages,
+    select_recent,
+)
 from chatkeep.storage.sqlite.rows import (
-    CONVERSATION_COLUMNS,
-    MESSAGE_COLUMNS,
     conversation_from_row,
     message_from_row,
 )
 from chatkeep.storage.sqlite.schema import migrate
 from chatkeep.storage.sqlite.statements import (
     close_reply,
+    delete_conversation_row,
     find_replay,
+    insert_conversation,
     insert_message,
     load_conversation,
-    require_conversation,
+    open_replies,
     save_conversation_counters,
+    update_conversation_row,
 )
 
 DATABASE_FILE = "chatkeep.sqlite3"
@@ -183,26 +189,7 @@ class SQLiteStore(Store):
             last_activity=now,
         )
 
-        def insert(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO conversations (id, owner_id, title, model, system_prompt, "
-                "metadata, status, created_at, updated_at, last_activity) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    conversation.id,
-                    owner_id,
-                    title,
-                    model,
-                    system_prompt,
-                    orjson.dumps(conversation.metadata).decode(),
-                    "active",
-                    now,
-                    now,
-                    now,
-                ),
-            )
-
-        await self._committer.write(insert)
+        await self._committer.write(lambda conn: insert_conversation(conn, conversation))
         return conversation
 
     async def get_conversation(self, owner_id: str, conversation_id: str) -> Conversation:
@@ -219,21 +206,12 @@ class SQLiteStore(Store):
         limit: int,
         cursor: str | None,
     ) -> Page[Conversation]:
-        where = ["owner_id = ?"]
-        params: list[Any] = [owner_id]
-        if status is not None:
-            where.append("status = ?")
-            params.append(status)
-        if cursor is not None:
-            created_at, last_id = decode_cursor(cursor, float, str)
-            where.append("(created_at, id) < (?, ?)")
-            params.extend([created_at, last_id])
-        sql = (
-            f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE {' AND '.join(where)} "
-            "ORDER BY created_at DESC, id DESC LIMIT ?"
+        after = decode_cursor(cursor, float, str) if cursor is not None else None
+        rows = await self._read(
+            lambda conn: select_conversations(
+                conn, owner_id, status=status, after=after, limit=limit + 1
+            )
         )
-        params.append(limit + 1)
-        rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
         items = [conversation_from_row(row) for row in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
@@ -258,30 +236,16 @@ class SQLiteStore(Store):
             changes["metadata"] = orjson.dumps(metadata).decode()
 
         def update(conn: sqlite3.Connection) -> Conversation:
-            load_conversation(conn, owner_id, conversation_id)
             changes["updated_at"] = self._clock()
-            assignments = ", ".join(f"{column} = ?" for column in changes)
-            conn.execute(
-                f"UPDATE conversations SET {assignments} WHERE id = ? AND owner_id = ?",
-                [*changes.values(), conversation_id, owner_id],
-            )
-            return load_conversation(conn, owner_id, conversation_id)
+            return update_conversation_row(conn, owner_id, conversation_id, changes)
 
         updated: Conversation = await self._committer.write(update)
         return updated
 
     async def delete_conversation(self, owner_id: str, conversation_id: str) -> None:
-        def delete(conn: sqlite3.Connection) -> None:
-            # Checked in the transaction that deletes: a reply cannot open in between.
-            replies.check_can_delete(load_conversation(conn, owner_id, conversation_id))
-            cursor = conn.execute(
-                "DELETE FROM conversations WHERE id = ? AND owner_id = ?",
-                (conversation_id, owner_id),
-            )
-            if cursor.rowcount == 0:
-                raise NotFound(f"conversation {conversation_id} not found")
-
-        await self._committer.write(delete)
+        await self._committer.write(
+            lambda conn: delete_conversation_row(conn, owner_id, conversation_id)
+        )
 
     # -- messages ------------------------------------------------------------------
 
@@ -295,26 +259,11 @@ class SQLiteStore(Store):
         before: int | None = None,
     ) -> Page[Message]:
         backwards = before is not None and after is None
-
-        def select(conn: sqlite3.Connection) -> list[Any]:
-            require_conversation(conn, owner_id, conversation_id)
-            where = ["conversation_id = ?"]
-            params: list[Any] = [conversation_id]
-            if after is not None:
-                where.append("seq > ?")
-                params.append(after)
-            if before is not None:
-                where.append("seq < ?")
-                params.append(before)
-            order = "DESC" if backwards else "ASC"
-            params.append(limit + 1)
-            return conn.execute(
-                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {' AND '.join(where)} "
-                f"ORDER BY seq {order} LIMIT ?",
-                params,
-            ).fetchall()
-
-        rows = await self._read(select)
+        rows = await self._read(
+            lambda conn: select_messages(
+                conn, owner_id, conversation_id, after=after, before=before, limit=limit + 1
+            )
+        )
         items = [message_from_row(row) for row in rows[:limit]]
         more = len(rows) > limit
         if backwards:
@@ -327,15 +276,9 @@ class SQLiteStore(Store):
     async def recent_messages(
         self, owner_id: str, conversation_id: str, *, limit: int, before: int | None = None
     ) -> list[Message]:
-        def select(conn: sqlite3.Connection) -> list[Any]:
-            require_conversation(conn, owner_id, conversation_id)
-            return conn.execute(
-                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? "
-                "AND seq < ? ORDER BY seq DESC LIMIT ?",
-                (conversation_id, before if before is not None else 2**62, limit),
-            ).fetchall()
-
-        rows = await self._read(select)
+        rows = await self._read(
+            lambda conn: select_recent(conn, owner_id, conversation_id, limit=limit, before=before)
+        )
         return [message_from_row(row) for row in rows]
 
     async def find_send(
@@ -428,12 +371,9 @@ class SQLiteStore(Store):
 
     async def recover_open_replies(self, reason: str = RECOVERED_REASON) -> int:
         def recover(conn: sqlite3.Connection) -> int:
-            rows = conn.execute(
-                f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE open_reply_to IS NOT NULL"
-            ).fetchall()
+            opened = open_replies(conn)
             now = self._clock()
-            for row in rows:
-                conversation = conversation_from_row(row)
+            for conversation in opened:
                 message = replies.assistant_message(
                     conversation,
                     content="",
@@ -444,7 +384,7 @@ class SQLiteStore(Store):
                     new_id=self._new_id,
                 )
                 close_reply(conn, conversation, message)
-            return len(rows)
+            return len(opened)
 
         recovered: int = await self._committer.write(recover)
         return recovered
