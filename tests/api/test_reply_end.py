@@ -26,14 +26,22 @@ async def _conversation(client: httpx.AsyncClient, model: str = "echo") -> str:
     return cid
 
 
-async def test_delete_while_a_reply_runs_is_refused_and_the_send_completes(
+async def _send_to_gated(
     client: httpx.AsyncClient, gated: GatedProvider
-) -> None:
+) -> tuple[str, asyncio.Task[httpx.Response]]:
+    """A conversation on the gated model, and a JSON send to it whose reply has begun."""
     cid = await _conversation(client, "gated")
     send = asyncio.create_task(
         client.post(f"/api/conversations/{cid}/messages", json={"content": "q"})
     )
     await asyncio.wait_for(gated.started.wait(), MUST_NOT_HANG)
+    return cid, send
+
+
+async def test_delete_while_a_reply_runs_is_refused_and_the_send_completes(
+    client: httpx.AsyncClient, gated: GatedProvider
+) -> None:
+    cid, send = await _send_to_gated(client, gated)
     refused = await client.delete(f"/api/conversations/{cid}")
     assert refused.status_code == 409
     assert refused.json()["error"]["code"] == "reply_in_progress"
@@ -111,11 +119,7 @@ async def test_a_failed_reply_reads_the_same_live_and_replayed(
 async def test_cancel_stops_the_reply_and_stores_what_was_said(
     client: httpx.AsyncClient, gated: GatedProvider
 ) -> None:
-    cid = await _conversation(client, "gated")
-    send = asyncio.create_task(
-        client.post(f"/api/conversations/{cid}/messages", json={"content": "q"})
-    )
-    await asyncio.wait_for(gated.started.wait(), MUST_NOT_HANG)
+    cid, send = await _send_to_gated(client, gated)
     gated.release("so far ")
     cancelled = await client.post(f"/api/conversations/{cid}/cancel")
     assert cancelled.status_code == 200
