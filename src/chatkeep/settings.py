@@ -104,6 +104,9 @@ class AdmissionSettings(Section):
 
     max_inflight_generations: int = Field(default=64, ge=1)
     max_queued_generations: int = Field(default=256, ge=0)
+    # One owner's share of the queue: a flood from one key waits behind this many of its
+    # own, not in front of everyone else's.
+    max_queued_per_owner: int = Field(default=64, ge=1)
     retry_after_seconds: float = Field(default=1.0, gt=0)
 
 
@@ -188,6 +191,48 @@ class MemorySettings(Section):
     profile_max_top: int = Field(default=100, ge=1)
 
 
+class AccessSettings(Section):
+    """Who may call: ``none`` (one owner, loopback only) or API ``keys``; and the keys' limits."""
+
+    flat_prefix: ClassVar[str] = "auth_"
+    flat_renames: ClassVar[dict[str, str]] = {
+        "mode": "auth",
+        "metrics_token": "metrics_token",
+        "rate": "key_rate",
+        "burst": "key_burst",
+        "max_streams": "key_max_streams",
+        "priority": "key_priority",
+    }
+
+    mode: Literal["none", "keys"] = "none"
+    # /metrics takes this bearer token as well as the admin token.
+    metrics_token: str | None = None
+    # Keys looked up recently, by the hash of their secret; an entry is read again after
+    # cache_seconds, so a revoked key stops working within that time.
+    cache_size: int = Field(default=10_000, ge=1)
+    cache_seconds: float = Field(default=1.0, gt=0, le=60)
+    # Failed attempts (a missing or wrong key) one client address may make a minute,
+    # counted over at most max_tracked_clients addresses.
+    failed_per_minute: int = Field(default=30, ge=1)
+    max_tracked_clients: int = Field(default=10_000, ge=1)
+    # The limits of a key created without its own (`chatkeep keys create`).
+    rate: float = Field(default=20.0, gt=0)
+    burst: int = Field(default=40, ge=1)
+    max_streams: int = Field(default=8, ge=1)
+    priority: int = Field(default=0, ge=0, le=9)
+
+
+class RetentionSettings(Section):
+    """An optional policy: archive, then delete, conversations idle for so many days."""
+
+    flat_prefix: ClassVar[str] = "retention_"
+
+    archive_after_days: float | None = Field(default=None, gt=0)
+    delete_after_days: float | None = Field(default=None, gt=0)
+    interval_seconds: float = Field(default=3600.0, gt=0)
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+
+
 #: The sections of `Settings`, by field name.
 SECTIONS: dict[str, type[Section]] = {
     "sqlite": SQLiteSettings,
@@ -198,6 +243,8 @@ SECTIONS: dict[str, type[Section]] = {
     "summaries": SummarySettings,
     "logging": LogSettings,
     "memory": MemorySettings,
+    "access": AccessSettings,
+    "retention": RetentionSettings,
 }
 
 
@@ -245,6 +292,8 @@ class Settings(BaseSettings):
     summaries: SummarySettings = SummarySettings()
     logging: LogSettings = LogSettings()
     memory: MemorySettings = MemorySettings()
+    access: AccessSettings = AccessSettings()
+    retention: RetentionSettings = RetentionSettings()
 
     config_file: Path | None = Field(default=None, exclude=True)
 

@@ -65,6 +65,29 @@ MIGRATIONS: list[str] = [
     ALTER TABLE messages ADD COLUMN fingerprint TEXT;
     ALTER TABLE messages ADD COLUMN reason_code TEXT;
     """,
+    # 3: API keys, stored by the hash of their secret (never the secret itself).
+    """
+    CREATE TABLE api_keys (
+        id          TEXT PRIMARY KEY,
+        owner_id    TEXT NOT NULL,
+        secret_hash TEXT NOT NULL UNIQUE,
+        label       TEXT,
+        rate        REAL NOT NULL,
+        burst       INTEGER NOT NULL,
+        max_streams INTEGER NOT NULL,
+        priority    INTEGER NOT NULL,
+        models      TEXT,
+        created_by  TEXT NOT NULL,
+        created_at  REAL NOT NULL,
+        revoked_at  REAL
+    );
+    CREATE INDEX api_keys_by_owner ON api_keys (owner_id, created_at DESC, id DESC);
+    CREATE INDEX api_keys_newest ON api_keys (created_at DESC, id DESC);
+    """,
+    # 4: conversations by last activity, for the retention policy's batches.
+    """
+    CREATE INDEX conversations_by_activity ON conversations (status, last_activity);
+    """,
 ]
 
 
