@@ -78,6 +78,13 @@ class Unauthorized(ChatkeepError):
     code = "unauthorized"
 
 
+class Forbidden(ChatkeepError):
+    """The credential is valid but may not do this (a user key on an admin route)."""
+
+    status_code = 403
+    code = "forbidden"
+
+
 class Overloaded(ChatkeepError):
     """The server is over a bound; the client should retry after a pause."""
 
@@ -87,6 +94,13 @@ class Overloaded(ChatkeepError):
     def __init__(self, message: str, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class RateLimited(Overloaded):
+    """One caller is over its own limit (rate, open streams, queued replies); others are not."""
+
+    status_code = 429
+    code = "rate_limited"
 
 
 class ShuttingDown(Overloaded):

@@ -43,6 +43,8 @@ from chatkeep.domain.records import (
     Usage,
 )
 from chatkeep.errors import InvalidRequest
+from chatkeep.storage.key_store import KeyStore
+from chatkeep.storage.transfer_store import TransferStore
 
 #: Stored with a reply that a crash or restart left open.
 RECOVERED_REASON = "the server stopped while this reply was being generated"
@@ -111,7 +113,7 @@ class ReplyStart:
     assistant_message: Message | None = None
 
 
-class Store(abc.ABC):
+class Store(KeyStore, TransferStore, abc.ABC):
     """Durable conversations and messages, scoped by owner."""
 
     #: Called with (seconds, writes) after each durable commit, when the backend can tell.

@@ -31,6 +31,8 @@ from chatkeep.storage.base import (
     encode_cursor,
     new_id,
 )
+from chatkeep.storage.memory_keys import MemoryKeys
+from chatkeep.storage.memory_transfer import MemoryTransfer
 
 
 @dataclass(slots=True)
@@ -42,7 +44,7 @@ class _Entry:
     by_reply_to: dict[str, Message] = field(default_factory=dict)
 
 
-class MemoryStore(Store):
+class MemoryStore(MemoryKeys, MemoryTransfer, Store):
     """Conversations in dictionaries; records are copied in and out, never shared."""
 
     def __init__(

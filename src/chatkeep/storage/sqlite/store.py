@@ -43,6 +43,7 @@ from chatkeep.storage.sqlite import integrity
 from chatkeep.storage.sqlite.connection import ThreadedConnection
 from chatkeep.storage.sqlite.errors import driver_errors
 from chatkeep.storage.sqlite.group_commit import GroupCommitter
+from chatkeep.storage.sqlite.keys import SQLiteKeys
 from chatkeep.storage.sqlite.lock import DataDirLock
 from chatkeep.storage.sqlite.queries import (
     select_conversations,
@@ -65,11 +66,12 @@ from chatkeep.storage.sqlite.statements import (
     save_conversation_counters,
     update_conversation_row,
 )
+from chatkeep.storage.sqlite.transfer import SQLiteTransfer
 
 DATABASE_FILE = "chatkeep.sqlite3"
 
 
-class SQLiteStore(Store):
+class SQLiteStore(SQLiteKeys, SQLiteTransfer, Store):
     """Conversations in one SQLite database file under the data directory."""
 
     def __init__(
