@@ -25,10 +25,10 @@ from chatkeep.api import metrics as metrics_routes
 from chatkeep.api.errors import install_error_handlers
 from chatkeep.api.metrics import Metrics
 from chatkeep.api.middleware import (
+    AuthMiddleware,
     BodyLimitMiddleware,
     HotRoutes,
     MetricsMiddleware,
-    OwnerMiddleware,
     StackedFastAPI,
 )
 from chatkeep.api.middleware.hot_routes import find_route
@@ -254,6 +254,13 @@ def middleware_stack(
     return [
         Middleware(MetricsMiddleware, metrics=metrics, on_request=on_request, routes=routes),
         Middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes),
-        Middleware(OwnerMiddleware, default_owner=settings.default_owner),
+        Middleware(
+            AuthMiddleware,
+            mode=settings.access.mode,
+            default_owner=settings.default_owner,
+            admin_token=settings.admin_token,
+            metrics_token=settings.access.metrics_token,
+            is_direct_loopback=admin.is_direct_loopback,
+        ),
         Middleware(HotRoutes, routes=hot),
     ]

@@ -51,6 +51,14 @@ def serve(
     if port is not None:
         overrides["port"] = port
     settings = load_settings(config, **overrides)
+    if settings.access.mode == "none" and not is_loopback(settings.host):
+        typer.echo(
+            f"refusing to listen on {settings.host}: with CHATKEEP_AUTH=none every client "
+            "would act as the one owner and see every conversation. Set CHATKEEP_AUTH=keys "
+            "(see `chatkeep keys create`), or bind a loopback address.",
+            err=True,
+        )
+        raise typer.Exit(code=2)
     if not settings.admin_token and not is_loopback(settings.host):
         typer.echo(
             f"refusing to listen on {settings.host}: /admin would be open to the network. "

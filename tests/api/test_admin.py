@@ -108,7 +108,17 @@ async def test_profile_rejects_bad_arguments_and_overlap(client: httpx.AsyncClie
     assert (await first).status_code == 200
 
 
-def test_serve_refuses_open_admin_on_network_address() -> None:
+def test_serve_refuses_open_admin_on_network_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHATKEEP_AUTH", "keys")
     result = CliRunner().invoke(cli_app, ["serve", "--host", "0.0.0.0"])
     assert result.exit_code == 2
     assert "CHATKEEP_ADMIN_TOKEN" in result.output
+
+
+def test_serve_refuses_one_owner_for_everyone_on_network_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CHATKEEP_ADMIN_TOKEN", "t" * 32)
+    result = CliRunner().invoke(cli_app, ["serve", "--host", "0.0.0.0"])
+    assert result.exit_code == 2
+    assert "CHATKEEP_AUTH=keys" in result.output

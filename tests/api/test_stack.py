@@ -12,11 +12,12 @@ from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from chatkeep.api.middleware import (
+    KEY_SCOPE_KEY,
     OWNER_SCOPE_KEY,
+    AuthMiddleware,
     BodyLimitMiddleware,
     HotRoutes,
     MetricsMiddleware,
-    OwnerMiddleware,
     StackedFastAPI,
 )
 from chatkeep.app import HOT_ROUTES
@@ -66,7 +67,7 @@ async def test_every_middleware_sees_every_route(make_client: ClientFactory) -> 
     client = await make_client()
     app = _app(client)
     layers = [layer.cls for layer in app.layers]
-    for expected in (MetricsMiddleware, BodyLimitMiddleware, OwnerMiddleware, HotRoutes):
+    for expected in (MetricsMiddleware, BodyLimitMiddleware, AuthMiddleware, HotRoutes):
         assert expected in layers, f"{expected.__name__} is not in the stack"
     seen: Seen = set()
     # Before the first request: the stack is built from `layers` when it is first called.
@@ -93,7 +94,7 @@ async def test_every_middleware_sees_every_route(make_client: ClientFactory) -> 
 
 async def test_add_middleware_around_fastapi_alone_is_refused(client: httpx.AsyncClient) -> None:
     with pytest.raises(RuntimeError, match="layers"):
-        _app(client).add_middleware(OwnerMiddleware, default_owner="someone")
+        _app(client).add_middleware(AuthMiddleware, mode="none", default_owner="x")
 
 
 async def test_each_hot_route_is_one_registered_route(client: httpx.AsyncClient) -> None:
@@ -149,7 +150,7 @@ async def test_owner_seam_sets_the_owner_and_passes_other_scopes() -> None:
     async def inner(scope: Scope, receive: Receive, send: Send) -> None:
         reached.append(scope)
 
-    seam = OwnerMiddleware(inner, default_owner="default")
+    seam = AuthMiddleware(inner, mode="none", default_owner="default", admin_token=None)
 
     async def receive() -> Any:
         raise AssertionError("not read")
@@ -157,9 +158,11 @@ async def test_owner_seam_sets_the_owner_and_passes_other_scopes() -> None:
     async def send(message: Any) -> None:
         raise AssertionError("not sent")
 
-    await seam({"type": "http", OWNER_SCOPE_KEY: "forged"}, receive, send)
+    forged = {"type": "http", "headers": [], OWNER_SCOPE_KEY: "forged", KEY_SCOPE_KEY: "forged"}
+    await seam(forged, receive, send)
     await seam({"type": "lifespan"}, receive, send)
     assert reached[0][OWNER_SCOPE_KEY] == "default"
+    assert reached[0][KEY_SCOPE_KEY] is None
     assert OWNER_SCOPE_KEY not in reached[1]
 
 

@@ -11,7 +11,6 @@ that the request came from elsewhere (`came_through_proxy`).
 from __future__ import annotations
 
 import gc
-import hmac
 import ipaddress
 import os
 import sys
@@ -20,8 +19,10 @@ from collections.abc import Iterable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request
+from starlette.types import Scope
 
 from chatkeep import __version__
+from chatkeep.api.middleware.auth import ADMIN_SCOPE_KEY
 from chatkeep.api.schemas import error_responses
 from chatkeep.api.state import state
 from chatkeep.errors import Unauthorized
@@ -78,21 +79,25 @@ def came_through_proxy(headers: Iterable[tuple[bytes, bytes]]) -> bool:
 
 def is_trusted_loopback(request: Request) -> bool:
     """A client on this host that no proxy stands in for."""
-    client = request.client.host if request.client else None
-    return is_loopback(client) and not came_through_proxy(request.scope["headers"])
+    return is_direct_loopback(request.scope)
+
+
+def is_direct_loopback(scope: Scope) -> bool:
+    """`is_trusted_loopback` of a raw ASGI scope."""
+    client = scope.get("client")
+    return is_loopback(client[0] if client else None) and not came_through_proxy(scope["headers"])
 
 
 def require_admin(request: Request) -> None:
-    """Let the request through only with the admin token, or from loopback when none is set."""
-    token = state(request).settings.admin_token
-    if token:
-        given = request.headers.get("authorization", "")
-        scheme, _, credentials = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            credentials.encode(), token.encode()
-        ):
-            raise Unauthorized("admin endpoints need 'Authorization: Bearer <admin token>'")
+    """Let the request through only with the admin token, or from loopback when none is set.
+
+    The token is checked once, by the auth layer of the middleware stack (which reads
+    ``Authorization: Bearer`` and ``x-api-key`` alike); it leaves its verdict in the scope.
+    """
+    if request.scope.get(ADMIN_SCOPE_KEY):
         return
+    if state(request).settings.admin_token:
+        raise Unauthorized("admin endpoints need 'Authorization: Bearer <admin token>'")
     if not is_trusted_loopback(request):
         raise Unauthorized(
             "admin endpoints are open to direct loopback clients only (no proxy headers); "
