@@ -18,7 +18,10 @@ class KeyStore(abc.ABC):
 
     @abc.abstractmethod
     async def create_api_key(self, key: ApiKey, *, secret_hash: str) -> None:
-        """Store ``key`` with the hash of its secret (committed before it returns)."""
+        """Store ``key`` with the hash of its secret (committed before it returns).
+
+        `Conflict` when its id or its hash is already stored.
+        """
 
     @abc.abstractmethod
     async def find_api_key(self, secret_hash: str) -> ApiKey | None:

@@ -7,6 +7,11 @@ statement runs on a connection's own thread, never on the event loop.
 `open` locks the data directory (`lock.DataDirLock`) before it touches the database,
 then refuses a damaged file (`integrity`), then migrates: nothing, recovery included,
 runs on a database another process is using or one that is broken.
+
+A store opened with ``shared=True`` takes no lock: it is for short-lived tools
+(`chatkeep keys …`) that write next to a running server, which WAL and ``busy_timeout``
+allow. Such a store must never run `recover_open_replies`: the open replies it would
+find are the running server's.
 """
 
 from __future__ import annotations
@@ -83,8 +88,10 @@ class SQLiteStore(SQLiteKeys, SQLiteTransfer, Store):
         readers: int = 2,
         clock: Callable[[], float] = time.time,
         new_id: Callable[[str], str] = new_id,
+        shared: bool = False,
     ) -> None:
         self.path = path
+        self._shared = shared
         self._clock = clock
         self._new_id = new_id
         self._lock = DataDirLock(path.parent)
@@ -109,9 +116,11 @@ class SQLiteStore(SQLiteKeys, SQLiteTransfer, Store):
         Raises `DataDirLocked` when another process uses the directory (then the
         database was not even opened) and `DatabaseDamaged` when the file is not a
         database or fails ``PRAGMA quick_check``; either way no migration or recovery ran.
+        A ``shared`` store skips the lock (migrations still run, each in its transaction).
         """
         try:
-            self._lock.acquire()
+            if not self._shared:
+                self._lock.acquire()
             with driver_errors(f"opening {self.path}"):
                 try:
                     await self._writer.connect()
