@@ -1,0 +1,283 @@
+"""``/admin/keys`` and ``/api/keys``: secrets shown once, owners kept apart, no escalation.
+
+The routes run in a small app of their own, behind a layer that plays the auth layer's
+part (it puts the calling key, its owner and the admin flag in the scope).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from chatkeep.api import key_routes
+from chatkeep.api.errors import install_error_handlers
+from chatkeep.auth.key_cache import KeyCache
+from chatkeep.domain.keys import ApiKey
+from chatkeep.settings import AccessSettings, ModelConfig, Settings
+from chatkeep.storage.memory import MemoryStore
+
+SETTINGS = Settings(
+    storage="memory",
+    models={"echo": ModelConfig(provider="echo"), "small": ModelConfig(provider="echo")},
+    access=AccessSettings(rate=20, burst=40),
+)
+
+
+@dataclass
+class Caller:
+    """Who the next request comes from: a key, or none (the admin, ``auth=none``)."""
+
+    key: ApiKey | None = None
+
+
+@dataclass
+class RouteState:
+    """The parts of the app state the key routes read."""
+
+    settings: Settings
+    store: MemoryStore
+    keys: KeyCache
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class AsCaller:
+    """Plays the auth layer: the scope says who calls, as `Caller` says."""
+
+    def __init__(self, app: ASGIApp, caller: Caller) -> None:
+        self.app = app
+        self.caller = caller
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            key = self.caller.key
+            scope["chatkeep.key"] = key
+            scope["chatkeep.owner"] = key.owner_id if key is not None else "default"
+            scope["chatkeep.admin"] = False
+        await self.app(scope, receive, send)
+
+
+@dataclass
+class Harness:
+    client: httpx.AsyncClient
+    caller: Caller
+    cache: KeyCache
+    app: FastAPI
+
+    async def as_key(self, secret: str) -> None:
+        """Make the following requests with the key of ``secret``."""
+        self.caller.key = await self.cache.lookup(secret)
+        assert self.caller.key is not None
+
+    async def admin_key(self, owner: str, **limits: Any) -> dict[str, Any]:
+        self.caller.key = None
+        response = await self.client.post("/admin/keys", json={"owner": owner, **limits})
+        assert response.status_code == 201, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+
+@pytest.fixture
+async def harness() -> AsyncIterator[Harness]:
+    store = MemoryStore()
+    cache = KeyCache(store, maxsize=100, ttl_seconds=3600.0)
+    app = FastAPI()
+    install_error_handlers(app)
+    app.include_router(key_routes.admin_router)
+    app.include_router(key_routes.router)
+    app.state.chatkeep = RouteState(SETTINGS, store, cache)
+    caller = Caller()
+    transport = httpx.ASGITransport(app=AsCaller(app, caller))
+    async with httpx.AsyncClient(transport=transport, base_url="http://chatkeep.test") as client:
+        yield Harness(client, caller, cache, app)
+
+
+async def test_the_admin_creates_a_key_whose_secret_is_shown_once(harness: Harness) -> None:
+    created = await harness.admin_key("alice", label="laptop", rate=5, models=["echo"])
+    assert created["secret"].startswith("ck_")
+    assert created["owner"] == "alice" and created["label"] == "laptop"
+    assert (created["rate"], created["burst"], created["models"]) == (5.0, 40, ["echo"])
+    assert created["created_by"] == "admin" and created["revoked_at"] is None
+    key = await harness.cache.lookup(created["secret"])
+    assert key is not None and key.id == created["id"]
+
+    listing = await harness.client.get("/admin/keys")
+    assert listing.status_code == 200
+    assert created["secret"] not in listing.text
+    [listed] = listing.json()["items"]
+    assert listed == {k: v for k, v in created.items() if k != "secret"}
+
+
+async def test_the_admin_lists_every_owner_or_one_a_page_at_a_time(harness: Harness) -> None:
+    for owner in ("alice", "bob", "alice"):
+        await harness.admin_key(owner)
+    alice = (await harness.client.get("/admin/keys", params={"owner": "alice"})).json()
+    assert [key["owner"] for key in alice["items"]] == ["alice", "alice"]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": 1, **({"cursor": cursor} if cursor else {})}
+        page = (await harness.client.get("/admin/keys", params=params)).json()
+        seen.extend(key["id"] for key in page["items"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(set(seen)) == 3
+    bad = await harness.client.get("/admin/keys", params={"cursor": "forged"})
+    assert bad.status_code == 422
+
+
+async def test_the_admin_gets_the_defaults_and_every_model_unless_it_says(
+    harness: Harness,
+) -> None:
+    plain = await harness.admin_key("alice")
+    assert (plain["rate"], plain["burst"], plain["max_streams"], plain["priority"]) == (
+        20.0,
+        40,
+        8,
+        0,
+    )
+    assert plain["models"] is None
+    explicit = await harness.admin_key("alice", models=None, priority=9)
+    assert explicit["models"] is None and explicit["priority"] == 9
+
+
+async def test_an_admin_revoke_takes_effect_at_once(harness: Harness) -> None:
+    created = await harness.admin_key("alice")
+    assert await harness.cache.lookup(created["secret"]) is not None
+    revoked = await harness.client.delete(f"/admin/keys/{created['id']}")
+    assert revoked.status_code == 200
+    assert revoked.json()["revoked_at"] is not None
+    assert await harness.cache.lookup(created["secret"]) is None  # not after the cache's hour
+    missing = await harness.client.delete("/admin/keys/key_nope")
+    assert missing.status_code == 404
+
+
+async def test_admin_routes_refuse_a_remote_client_without_the_token(harness: Harness) -> None:
+    transport = httpx.ASGITransport(
+        app=AsCaller(harness.app, harness.caller), client=("203.0.113.7", 5000)
+    )
+    async with httpx.AsyncClient(transport=transport, base_url="http://chatkeep.test") as remote:
+        assert (await remote.get("/admin/keys")).status_code == 401
+        assert (await remote.post("/admin/keys", json={"owner": "x"})).status_code == 401
+
+
+async def test_a_key_lists_only_its_owners_keys(harness: Harness) -> None:
+    alice = await harness.admin_key("alice")
+    await harness.admin_key("bob")
+    second = await harness.admin_key("alice")
+    await harness.as_key(alice["secret"])
+    listing = await harness.client.get("/api/keys")
+    assert listing.status_code == 200
+    assert {key["id"] for key in listing.json()["items"]} == {alice["id"], second["id"]}
+    assert "secret" not in listing.text
+
+
+async def test_a_key_creates_a_key_with_less_or_the_same(harness: Harness) -> None:
+    maker = await harness.admin_key("alice", rate=5, burst=10, max_streams=2, priority=3)
+    await harness.as_key(maker["secret"])
+    same = await harness.client.post("/api/keys", json={"label": "ci"})
+    assert same.status_code == 201, same.text
+    body = same.json()
+    assert body["owner"] == "alice" and body["created_by"] == maker["id"]
+    assert (body["rate"], body["burst"], body["max_streams"], body["priority"]) == (5.0, 10, 2, 3)
+    less = await harness.client.post(
+        "/api/keys", json={"rate": 1, "burst": 1, "max_streams": 1, "priority": 9}
+    )
+    assert less.status_code == 201, less.text
+    assert await harness.cache.lookup(less.json()["secret"]) is not None
+
+
+@pytest.mark.parametrize(
+    ("asked", "field"),
+    [
+        ({"rate": 5.5}, "rate"),
+        ({"burst": 11}, "burst"),
+        ({"max_streams": 3}, "max_streams"),
+        ({"priority": 0}, "priority"),
+        ({"owner": "bob"}, "owner"),
+        ({"models": ["echo", "small"]}, "models"),
+        ({"models": None}, "models"),
+    ],
+)
+async def test_a_key_cannot_create_a_key_with_more_than_it_has(
+    harness: Harness, asked: dict[str, Any], field: str
+) -> None:
+    maker = await harness.admin_key(
+        "alice", rate=5, burst=10, max_streams=2, priority=3, models=["echo"]
+    )
+    await harness.as_key(maker["secret"])
+    response = await harness.client.post("/api/keys", json=asked)
+    assert response.status_code == 403, response.text
+    error = response.json()["error"]
+    assert error["code"] == "forbidden" and error["message"].startswith(f"{field}:")
+    listing = (await harness.client.get("/api/keys")).json()
+    assert [key["id"] for key in listing["items"]] == [maker["id"]]
+
+
+async def test_a_minted_key_cannot_mint_its_way_back_up(harness: Harness) -> None:
+    maker = await harness.admin_key("alice", rate=5, priority=3)
+    await harness.as_key(maker["secret"])
+    child = (await harness.client.post("/api/keys", json={"rate": 1})).json()
+    await harness.as_key(child["secret"])
+    assert (await harness.client.post("/api/keys", json={"rate": 5})).status_code == 403
+    assert (await harness.client.post("/api/keys", json={"rate": 1})).status_code == 201
+
+
+async def test_bad_values_are_422_whoever_asks(harness: Harness) -> None:
+    maker = await harness.admin_key("alice")
+    await harness.as_key(maker["secret"])
+    for body in [
+        {"rate": 0},
+        {"rate": "5"},
+        {"burst": True},
+        {"burst": 1.5},
+        {"priority": 10},
+        {"models": []},
+        {"models": ["nowhere"]},
+        {"label": "x" * 201},
+        {"unknown": 1},
+    ]:
+        response = await harness.client.post("/api/keys", json=body)
+        assert response.status_code == 422, (body, response.text)
+    harness.caller.key = None
+    for body in [{}, {"owner": ""}, {"owner": " alice"}, {"owner": "a", "models": ["gone"]}]:
+        response = await harness.client.post("/admin/keys", json=body)
+        assert response.status_code == 422, (body, response.text)
+
+
+async def test_a_key_revokes_its_owners_keys_and_not_anothers(harness: Harness) -> None:
+    maker = await harness.admin_key("alice")
+    bobs = await harness.admin_key("bob")
+    await harness.as_key(maker["secret"])
+    other = await harness.client.delete(f"/api/keys/{bobs['id']}")
+    assert other.status_code == 404
+    assert await harness.cache.lookup(bobs["secret"]) is not None
+    spare = (await harness.client.post("/api/keys", json={})).json()
+    assert await harness.cache.lookup(spare["secret"]) is not None
+    revoked = await harness.client.delete(f"/api/keys/{spare['id']}")
+    assert revoked.status_code == 200 and revoked.json()["revoked_at"] is not None
+    assert await harness.cache.lookup(spare["secret"]) is None
+
+
+async def test_without_a_key_the_own_routes_point_to_the_admin_ways(harness: Harness) -> None:
+    harness.caller.key = None
+    for method, path in [("GET", "/api/keys"), ("POST", "/api/keys"), ("DELETE", "/api/keys/k")]:
+        response = await harness.client.request(method, path, json={} if method == "POST" else None)
+        assert response.status_code == 403, (method, response.text)
+        message = response.json()["error"]["message"]
+        assert "/admin/keys" in message and "chatkeep keys" in message
+
+
+async def test_the_answers_are_documented(harness: Harness) -> None:
+    document = (await harness.client.get("/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    assert {"CreatedKeyAnswer", "KeyAnswer", "KeyPage", "NewKey", "NewAdminKey"} <= set(schemas)
+    assert "secret" in schemas["CreatedKeyAnswer"]["properties"]
+    create = document["paths"]["/api/keys"]["post"]["responses"]
+    assert {"201", "403", "422"} <= set(create)
