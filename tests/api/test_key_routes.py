@@ -78,8 +78,14 @@ class Harness:
         self.caller.key = None
         response = await self.client.post("/admin/keys", json={"owner": owner, **limits})
         assert response.status_code == 201, response.text
-        body: dict[str, Any] = response.json()
-        return body
+        return flat(response)
+
+
+def flat(created: httpx.Response) -> dict[str, Any]:
+    """A create's answer ``{"secret", "key"}`` as one dict, for short assertions."""
+    body = created.json()
+    assert set(body) == {"secret", "key"}, body
+    return {**body["key"], "secret": body["secret"]}
 
 
 @pytest.fixture
@@ -100,7 +106,7 @@ async def harness() -> AsyncIterator[Harness]:
 async def test_the_admin_creates_a_key_whose_secret_is_shown_once(harness: Harness) -> None:
     created = await harness.admin_key("alice", label="laptop", rate=5, models=["echo"])
     assert created["secret"].startswith("ck_")
-    assert created["owner"] == "alice" and created["label"] == "laptop"
+    assert created["owner_id"] == "alice" and created["label"] == "laptop"
     assert (created["rate"], created["burst"], created["models"]) == (5.0, 40, ["echo"])
     assert created["created_by"] == "admin" and created["revoked_at"] is None
     key = await harness.cache.lookup(created["secret"])
@@ -117,7 +123,7 @@ async def test_the_admin_lists_every_owner_or_one_a_page_at_a_time(harness: Harn
     for owner in ("alice", "bob", "alice"):
         await harness.admin_key(owner)
     alice = (await harness.client.get("/admin/keys", params={"owner": "alice"})).json()
-    assert [key["owner"] for key in alice["items"]] == ["alice", "alice"]
+    assert [key["owner_id"] for key in alice["items"]] == ["alice", "alice"]
     seen: list[str] = []
     cursor = None
     while True:
@@ -183,14 +189,14 @@ async def test_a_key_creates_a_key_with_less_or_the_same(harness: Harness) -> No
     await harness.as_key(maker["secret"])
     same = await harness.client.post("/api/keys", json={"label": "ci"})
     assert same.status_code == 201, same.text
-    body = same.json()
-    assert body["owner"] == "alice" and body["created_by"] == maker["id"]
+    body = flat(same)
+    assert body["owner_id"] == "alice" and body["created_by"] == maker["id"]
     assert (body["rate"], body["burst"], body["max_streams"], body["priority"]) == (5.0, 10, 2, 3)
     less = await harness.client.post(
         "/api/keys", json={"rate": 1, "burst": 1, "max_streams": 1, "priority": 9}
     )
     assert less.status_code == 201, less.text
-    assert await harness.cache.lookup(less.json()["secret"]) is not None
+    assert await harness.cache.lookup(flat(less)["secret"]) is not None
 
 
 @pytest.mark.parametrize(
@@ -223,7 +229,7 @@ async def test_a_key_cannot_create_a_key_with_more_than_it_has(
 async def test_a_minted_key_cannot_mint_its_way_back_up(harness: Harness) -> None:
     maker = await harness.admin_key("alice", rate=5, priority=3)
     await harness.as_key(maker["secret"])
-    child = (await harness.client.post("/api/keys", json={"rate": 1})).json()
+    child = flat(await harness.client.post("/api/keys", json={"rate": 1}))
     await harness.as_key(child["secret"])
     assert (await harness.client.post("/api/keys", json={"rate": 5})).status_code == 403
     assert (await harness.client.post("/api/keys", json={"rate": 1})).status_code == 201
@@ -258,7 +264,7 @@ async def test_a_key_revokes_its_owners_keys_and_not_anothers(harness: Harness) 
     other = await harness.client.delete(f"/api/keys/{bobs['id']}")
     assert other.status_code == 404
     assert await harness.cache.lookup(bobs["secret"]) is not None
-    spare = (await harness.client.post("/api/keys", json={})).json()
+    spare = flat(await harness.client.post("/api/keys", json={}))
     assert await harness.cache.lookup(spare["secret"]) is not None
     revoked = await harness.client.delete(f"/api/keys/{spare['id']}")
     assert revoked.status_code == 200 and revoked.json()["revoked_at"] is not None
@@ -278,6 +284,7 @@ async def test_the_answers_are_documented(harness: Harness) -> None:
     document = (await harness.client.get("/openapi.json")).json()
     schemas = document["components"]["schemas"]
     assert {"CreatedKeyAnswer", "KeyAnswer", "KeyPage", "NewKey", "NewAdminKey"} <= set(schemas)
-    assert "secret" in schemas["CreatedKeyAnswer"]["properties"]
+    assert set(schemas["CreatedKeyAnswer"]["properties"]) == {"secret", "key"}
+    assert "secret" not in schemas["KeyAnswer"]["properties"]
     create = document["paths"]["/api/keys"]["post"]["responses"]
     assert {"201", "403", "422"} <= set(create)

@@ -120,7 +120,7 @@ def test_list_filters_by_owner(tmp_path: Path) -> None:
     for owner in ("alice", "bob", "alice"):
         assert run(tmp_path, "create", "--owner", owner).exit_code == 0
     alice = orjson.loads(run(tmp_path, "list", "--json", "--owner", "alice").output)
-    assert [key["owner"] for key in alice] == ["alice", "alice"]
+    assert [key["owner_id"] for key in alice] == ["alice", "alice"]
     assert len(orjson.loads(run(tmp_path, "list", "--json").output)) == 3
 
 

@@ -91,7 +91,7 @@ class KeyAnswer(BaseModel):
     """An API key: its owner, limits and state. Never its secret."""
 
     id: str
-    owner: str
+    owner_id: str
     label: str | None
     rate: float = Field(description="Requests a second.")
     burst: int
@@ -103,13 +103,14 @@ class KeyAnswer(BaseModel):
     revoked_at: str | None = Field(description="RFC 3339, UTC; `null` while it works.")
 
 
-class CreatedKeyAnswer(KeyAnswer):
-    """A key just created, with its secret."""
+class CreatedKeyAnswer(BaseModel):
+    """A key just created, and its secret."""
 
     secret: str = Field(
         description="Send as `Authorization: Bearer <secret>`. Shown only in this answer: "
         "it is stored hashed and cannot be shown again."
     )
+    key: KeyAnswer
 
 
 class KeyPage(BaseModel):
@@ -155,7 +156,7 @@ def _page(page: Page[ApiKey]) -> dict[str, Any]:
 
 
 def _created(issued: IssuedKey) -> dict[str, Any]:
-    return {**key_dict(issued.key), "secret": issued.secret}
+    return {"secret": issued.secret, "key": key_dict(issued.key)}
 
 
 # -- the admin's ---------------------------------------------------------------------

@@ -138,7 +138,7 @@ def key_dict(key: ApiKey) -> dict[str, Any]:
     limits = key.limits
     return {
         "id": key.id,
-        "owner": key.owner_id,
+        "owner_id": key.owner_id,
         "label": key.label,
         "rate": limits.rate,
         "burst": limits.burst,
