@@ -135,10 +135,26 @@ class DatabaseDamaged(StorageError):
 
 
 class ProviderError(ChatkeepError):
-    """A model backend failed; `reason` is stored with an incomplete reply."""
+    """A model backend failed; `reason` is stored with an incomplete reply.
+
+    ``upstream_status`` is the HTTP status the backend answered, when it answered one;
+    ``retry_after`` the seconds its ``Retry-After`` asked for (the provider pool keeps
+    a backend out of rotation that long).
+    """
 
     status_code = 502
     code = "provider_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        upstream_status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.upstream_status = upstream_status
+        self.retry_after = retry_after
 
 
 class ReplyIncomplete(ProviderError):

@@ -52,6 +52,8 @@ class PassthroughResponse:
     status: int
     content_type: str
     body: AsyncIterator[bytes]
+    #: The upstream ``Retry-After`` header, as given (a provider pool reads it).
+    retry_after: str | None = None
 
 
 class Provider(abc.ABC):

@@ -9,6 +9,7 @@
     ValueError (bad JSON, oversized line)       -> ProviderUnavailable
     answer 429 or 5xx                           -> ProviderUnavailable  (`raise_for_status`)
     other answer >= 400                         -> ProviderError
+    (both carry ``upstream_status``, and ``retry_after`` from a ``Retry-After`` header)
 
 The whole-reply timeout has one owner: the provider. aiohttp's ``total`` timeout bounds
 a reply from the first attempt to the last byte (a retry gets what is left of it), on
@@ -17,6 +18,8 @@ Only the provider sees every path, including a relayed answer that is read long 
 its caller returned, and only it knows when it retries. Callers add no second
 whole-reply timer (it would race this one and fail a reply with another error); the
 generation pipeline bounds only the silence between two pieces, a different promise.
+A provider pool shortens it for one attempt with `attempt_limit`: what is left of the
+reply's total deadline, so an attempt started late never outlives the reply.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ from __future__ import annotations
 import collections
 import contextlib
 import contextvars
+import email.utils
 import enum
 import logging
+import math
 import time
 import weakref
 from collections.abc import Iterator
@@ -203,6 +208,59 @@ class BackendSession:
             await session.close()
 
 
+#: The longest an attempt started in this context may take (seconds), set by a pool.
+_attempt_limit: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "chatkeep_attempt_limit", default=None
+)
+
+
+@contextlib.contextmanager
+def attempt_limit(seconds: float | None) -> Iterator[None]:
+    """Requests sent in the block take at most ``seconds`` in all (None: the model's timeout).
+
+    Read when a request is sent, so the block must cover the start of a stream (its
+    first step), not all of it: the limit then bounds the whole answer.
+    """
+    token = _attempt_limit.set(seconds)
+    try:
+        yield
+    finally:
+        _attempt_limit.reset(token)
+
+
+def limited(timeout: aiohttp.ClientTimeout, seconds: float | None) -> aiohttp.ClientTimeout:
+    """``timeout`` with its total cut to ``seconds`` when that is shorter."""
+    if seconds is None or (timeout.total is not None and timeout.total <= seconds):
+        return timeout
+    if seconds <= 0:
+        raise TimeoutError
+    return aiohttp.ClientTimeout(total=seconds, sock_connect=timeout.sock_connect)
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds asked for by a ``Retry-After`` header: a number, or an HTTP date.
+
+    None when absent or unreadable; never negative, never infinite or NaN. ``now`` is
+    the wall-clock time an HTTP date is counted from (the current time by default).
+    """
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
 def remaining_timeout(timeout: aiohttp.ClientTimeout, started: float) -> aiohttp.ClientTimeout:
     """The timeout of a retry: what is left of ``timeout``'s total since ``started``."""
     if timeout.total is None:
@@ -255,11 +313,15 @@ async def raise_for_status(response: aiohttp.ClientResponse, backend: str) -> No
     if response.status < 400:
         return
     body = await response.content.read(EXCERPT_BYTES)
+    raise status_error(response.status, body, response.headers.get("Retry-After"), backend)
+
+
+def status_error(status: int, body: bytes, retry_after: str | None, backend: str) -> ProviderError:
+    """The error for an answer with an error ``status``; 429 and 5xx are retryable."""
     text = excerpt(body.decode("utf-8", errors="replace")) or "(empty body)"
-    message = f"{backend} answered {response.status}: {text}"
-    if response.status == 429 or response.status >= 500:
-        raise ProviderUnavailable(message)
-    raise ProviderError(message)
+    message = f"{backend} answered {status}: {text}"
+    error_class = ProviderUnavailable if status == 429 or status >= 500 else ProviderError
+    return error_class(message, upstream_status=status, retry_after=parse_retry_after(retry_after))
 
 
 def stream_cut(backend: str, marker: str, pieces: int) -> StreamCut:
@@ -372,7 +434,9 @@ class HTTPProvider(Provider):
             raise ValueError(f"an {self.kind} model needs a url")
         self.model = model
         self.upstream_model = config.upstream_model or model
+        self.url = config.url
         self._chat_url = self.chat_url(config.url)
+        self._probe_url = self.probe_url(config.url)
         self._label = backend_label(self.kind, config.url)
         self._headers = auth_headers(config)
         self._timeout = client_timeout(config)
@@ -383,6 +447,28 @@ class HTTPProvider(Provider):
     def chat_url(base_url: str) -> str:
         """The chat endpoint under ``base_url``."""
         raise NotImplementedError
+
+    @staticmethod
+    def probe_url(base_url: str) -> str:
+        """A cheap endpoint under ``base_url`` that answers when the backend is up."""
+        raise NotImplementedError
+
+    @property
+    def label(self) -> str:
+        """How errors name this backend (``openai at http://…``, no credentials)."""
+        return self._label
+
+    async def probe(self, timeout: float) -> None:  # noqa: ASYNC109 - a bound on one GET
+        """GET `probe_url` within ``timeout`` seconds; raise `ProviderError` unless it answers.
+
+        Any answer but 429 and 5xx counts: a server without the listing (404) is up.
+        """
+        session = self.session.get()
+        bound = aiohttp.ClientTimeout(total=timeout)
+        with provider_errors(self._label):
+            async with session.get(self._probe_url, headers=self._headers, timeout=bound) as got:
+                if got.status == 429 or got.status >= 500:
+                    await raise_for_status(got, self._label)
 
     async def send(self, body: bytes) -> aiohttp.ClientResponse:
         """POST ``body`` to the chat endpoint; returns once the answer's head has arrived.
@@ -399,7 +485,7 @@ class HTTPProvider(Provider):
         Errors are aiohttp's; callers translate them with `provider_errors`.
         """
         session = self.session.get()
-        timeout = self._timeout
+        timeout = limited(self._timeout, _attempt_limit.get())
         started = time.monotonic()
         while True:
             attempt = _Attempt()

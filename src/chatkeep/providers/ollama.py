@@ -57,6 +57,10 @@ class OllamaProvider(HTTPProvider):
     def chat_url(base_url: str) -> str:
         return base_url.rstrip("/") + "/api/chat"
 
+    @staticmethod
+    def probe_url(base_url: str) -> str:
+        return base_url.rstrip("/") + "/api/tags"
+
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
         payload = orjson.dumps(ollama_body(self.upstream_model, request))
         pieces = 0

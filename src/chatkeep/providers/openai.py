@@ -75,6 +75,10 @@ class OpenAIProvider(HTTPProvider):
     def chat_url(base_url: str) -> str:
         return chat_completions_url(base_url)
 
+    @staticmethod
+    def probe_url(base_url: str) -> str:
+        return chat_completions_url(base_url).removesuffix("/chat/completions") + "/models"
+
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
         payload = orjson.dumps(openai_body(self.upstream_model, request))
         pieces = 0
@@ -152,6 +156,7 @@ class OpenAIProvider(HTTPProvider):
             status=response.status,
             content_type=response.headers.get("Content-Type") or "application/json",
             body=RelayedBody(response, self._label),
+            retry_after=response.headers.get("Retry-After"),
         )
 
     def _renamed(self, body: bytes) -> bytes:

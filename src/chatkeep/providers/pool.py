@@ -1,0 +1,374 @@
+"""A provider made of several backends: balancing, health, failover, retries and hedging.
+
+`ProviderPool` is a `Provider` like any other, so the durable send, the ``/v1``
+passthrough and summaries all get it. One reply through it:
+
+1. the balancer (`chatkeep.providers.balancing`) picks a backend among those whose
+   breaker lets requests through and that are under their in-flight bound, preferring
+   those not yet tried for this reply;
+2. the attempt runs until its first token (a streamed piece; for a relayed answer, its
+   first bytes), bounded by the backend's ``attempt_timeout_seconds`` and by what is
+   left of the reply's total deadline (``timeout_seconds``), which also bounds the rest
+   of the answer (`chatkeep.providers.http.attempt_limit`);
+3. with hedging on, a first token later than the hedge delay starts the same request
+   on another healthy backend; the first to send a token wins, the other is cancelled
+   and its connection closed (`chatkeep.providers.hedging`);
+4. a retryable failure before the first token is tried again, elsewhere when it can
+   (`chatkeep.providers.retrying`); after the first token nothing is retried: a
+   broken stream ends the reply with its error, and the reply is stored incomplete;
+5. every attempt's outcome feeds its backend's health and breaker
+   (`chatkeep.providers.health`), and a breaker opening after failures wakes the
+   prober (`chatkeep.providers.probing`).
+
+Cost (one-backend pool, no hedging, against the bare provider, same run; see
+`docs/providers.md`): one extra async generator per reply, a clock read at the start and
+at the first token, and a few counter updates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
+from chatkeep.errors import ProviderError, ProviderTimeout, ProviderUnavailable
+from chatkeep.providers.attempts import (
+    OpenedT,
+    Opener,
+    OpenRelay,
+    OpenStream,
+    PooledBody,
+    Reply,
+    Won,
+    aclose_quietly,
+    read_some,
+)
+from chatkeep.providers.backend import Backend, build_backend
+from chatkeep.providers.balancing import Balancer
+from chatkeep.providers.base import ChatRequest, Chunk, PassthroughResponse, Provider
+from chatkeep.providers.health import BreakerState
+from chatkeep.providers.hedging import HedgeBudget, hedge_delay
+from chatkeep.providers.http import EXCERPT_BYTES, HTTPProvider, attempt_limit, status_error
+from chatkeep.providers.probing import Prober
+from chatkeep.providers.retrying import RetryPolicy, counts_against_backend, retryable
+from chatkeep.settings import ModelConfig
+
+
+class NoBackendAvailable(ProviderUnavailable):
+    """Every backend of a model is out of rotation (or at its in-flight bound)."""
+
+
+class ProviderPool(Provider):
+    """A model served by several backends (see the module docstring).
+
+    ``clock`` times breakers, health and deadlines; ``sleep`` waits between retries.
+    Tests pass a fake clock and a sleep that advances it.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        config: ModelConfig,
+        backends: Sequence[Backend],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if not backends:
+            raise ValueError(f"model {model!r}: a pool needs at least one backend")
+        self.model = model
+        self.config = config
+        self.backends = list(backends)
+        self.supports_passthrough = all(b.provider.supports_passthrough for b in backends)
+        self._clock = clock
+        self._timeout = config.timeout_seconds
+        self._balancer = Balancer(config.balancing)
+        self._retry = RetryPolicy(
+            attempts=config.attempts,
+            backoff=config.retry_backoff_seconds,
+            backoff_max=config.retry_backoff_max_seconds,
+            clock=clock,
+            sleep=sleep,
+        )
+        self._hedge_after = config.hedge_after_ms
+        self.budget = HedgeBudget(config.hedge_budget)
+        self.prober = Prober(
+            model,
+            self.backends,
+            interval=config.probe_interval_seconds,
+            timeout=config.probe_timeout_seconds,
+            clock=clock,
+        )
+        self.retries = 0
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The pool's clock (breakers, health, deadlines)."""
+        return self._clock
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        async def open_stream(backend: Backend) -> OpenStream:
+            stream = backend.provider.stream(request)
+            try:
+                return OpenStream(stream, await anext(stream))
+            except StopAsyncIteration:
+                return OpenStream(stream, None)
+            except BaseException:
+                await aclose_quietly(stream)
+                raise
+
+        won = await self._first_token(open_stream)
+        opened = won.opened
+        error: ProviderError | None = None
+        ok = False
+        try:
+            if opened.first is not None:
+                yield opened.first
+                async for chunk in opened.stream:
+                    yield chunk
+            ok = True
+        except ProviderError as exc:
+            error = exc  # after the first token: never retried, the reply ends with it
+            raise
+        finally:
+            await aclose_quietly(opened.stream)
+            self._finish(won.backend, won.trial, error, ok=ok)
+
+    async def passthrough(self, body: bytes) -> PassthroughResponse:
+        """Relay ``body`` to one backend; ``429``/``5xx`` answers are retried like errors.
+
+        Any other status is relayed as it is (a ``4xx`` is the client's to read). Once
+        the answer's first bytes are in, it is this backend's, to its end.
+        """
+
+        async def open_relay(backend: Backend) -> OpenRelay:
+            answer = await backend.provider.passthrough(body)
+            try:
+                if answer.status == 429 or answer.status >= 500:
+                    head = await read_some(answer.body, EXCERPT_BYTES)
+                    raise status_error(
+                        answer.status, head, answer.retry_after, backend.provider.label
+                    )
+                if answer.status >= 400:
+                    return OpenRelay(answer, None)
+                return OpenRelay(answer, await anext(answer.body, None))
+            except BaseException:
+                await aclose_quietly(answer.body)
+                raise
+
+        won = await self._first_token(open_relay)
+        answer = won.opened.answer
+        return PassthroughResponse(
+            status=answer.status,
+            content_type=answer.content_type,
+            body=PooledBody(won, self._finish),
+            retry_after=answer.retry_after,
+        )
+
+    # -- one reply's attempts ------------------------------------------------------------
+
+    async def _first_token(self, opener: Opener[OpenedT]) -> Won[OpenedT]:
+        """Attempts until one gets its first token, within the rules of `retrying`."""
+        reply = Reply(self._clock() + self._timeout)
+        if self._hedge_after is not None:
+            self.budget.earn()
+        try:
+            return await self._round(reply, opener)
+        except NoBackendAvailable:
+            raise  # nothing was tried: fail at once rather than wait on a full outage
+        except ProviderError as exc:
+            if self._retry.attempts == 1 or not retryable(exc):
+                raise
+            failure: ProviderError | None = exc
+        async for attempt in self._retry.retrying(reply.deadline, lambda: self._waits(reply)):
+            with attempt:
+                if failure is not None:
+                    replayed, failure = failure, None
+                    raise replayed
+                self.retries += 1
+                return await self._round(reply, opener)
+        raise AssertionError("unreachable: the retry loop re-raises the last error")
+
+    async def _round(self, reply: Reply, opener: Opener[OpenedT]) -> Won[OpenedT]:
+        primary = self._pick(reply)
+        if self._hedge_after is not None:
+            delay = hedge_delay(self._hedge_after, primary.health.p95_ttft())
+            if delay is not None:
+                return await self._hedged(primary, delay, reply, opener)
+        return await self._try(primary, reply, opener)
+
+    def _pick(self, reply: Reply) -> Backend:
+        backends = self.backends
+        if len(backends) == 1:
+            only = backends[0]
+            if only.usable():
+                return only
+            raise self._none_available()
+        usable = [b for b in backends if b.usable()]
+        fresh = [b for b in usable if b not in reply.tried] if reply.tried else usable
+        if not (fresh or usable):
+            raise self._none_available()
+        return self._balancer.choose(fresh or usable)
+
+    def _none_available(self) -> NoBackendAvailable:
+        reopens = [s for b in self.backends if (s := b.breaker.reopens_in()) is not None]
+        soonest = min(reopens) if reopens else None
+        when = "until a probe answers" if soonest is None else f"for {soonest:.1f} s"
+        return NoBackendAvailable(
+            f"model {self.model!r}: every backend is out of rotation or busy ({when})",
+            retry_after=soonest,
+        )
+
+    def _waits(self, reply: Reply) -> float | None:
+        """What the retry loop may do now; see `RetryPolicy.retrying`."""
+        usable = [b for b in self.backends if b.usable()]
+        if any(b not in reply.tried for b in usable):
+            return 0.0
+        if usable or any(b.breaker.state is not BreakerState.OPEN for b in self.backends):
+            return -1.0  # tried ones only, or all busy: back off, then go again
+        reopens = [s for b in self.backends if (s := b.breaker.reopens_in()) is not None]
+        return min(reopens) if reopens else None
+
+    async def _try(self, backend: Backend, reply: Reply, opener: Opener[OpenedT]) -> Won[OpenedT]:
+        """One attempt on ``backend``, up to its first token."""
+        health = backend.health
+        health.inflight += 1
+        health.requests += 1
+        trial = backend.breaker.begin()
+        reply.tried.append(backend)
+        started = self._clock()
+        left = reply.deadline - started
+        limit = backend.attempt_timeout
+        try:
+            with attempt_limit(left):
+                if limit is not None and limit < left:
+                    async with asyncio.timeout(limit):
+                        opened = await opener(backend)
+                else:
+                    opened = await opener(backend)
+        except TimeoutError:
+            timeout = ProviderTimeout(
+                f"{backend.provider.label}: no first token within {limit:g} s"
+            )
+            self._finish(backend, trial, timeout, ok=False)
+            raise timeout from None
+        except ProviderError as exc:
+            self._finish(backend, trial, exc, ok=False)
+            raise
+        except BaseException:
+            self._finish(backend, trial, None, ok=False)
+            raise
+        health.first_token(self._clock() - started)
+        return Won(backend, opened, trial)
+
+    async def _hedged(
+        self, primary: Backend, delay: float, reply: Reply, opener: Opener[OpenedT]
+    ) -> Won[OpenedT]:
+        """Race the primary against a hedge started after ``delay`` without a first token."""
+        first = asyncio.ensure_future(self._try(primary, reply, opener))
+        tasks = [first]
+        hedge: Backend | None = None
+        try:
+            done, _ = await asyncio.wait(tasks, timeout=delay)
+            if not done:
+                hedge = self._hedge_target(reply)
+                if hedge is not None:
+                    tasks.append(asyncio.ensure_future(self._try(hedge, reply, opener)))
+            winner = await _race(tasks)
+        except BaseException:
+            await self._settle(tasks, None)
+            raise
+        await self._settle(tasks, winner)
+        if hedge is not None:
+            if winner.backend is hedge:
+                hedge.health.hedges_won += 1
+            else:
+                hedge.health.hedges_lost += 1
+        return winner
+
+    def _hedge_target(self, reply: Reply) -> Backend | None:
+        """A healthy backend not yet tried for this reply, if the budget allows a hedge."""
+        backends = self.backends
+        if any(b.breaker.state is BreakerState.OPEN for b in backends):
+            return None  # a partial outage: the backends left must not get double load
+        candidates = [
+            b
+            for b in backends
+            if b not in reply.tried and b.usable() and b.health.state(b.breaker) == "healthy"
+        ]
+        if not candidates or not self.budget.spend():
+            return None
+        return self._balancer.choose(candidates)
+
+    async def _settle(
+        self, tasks: Sequence[asyncio.Future[Won[OpenedT]]], winner: Won[OpenedT] | None
+    ) -> None:
+        """Cancel the attempts still running and close those that got a token unused.
+
+        A cancelled attempt closes its own stream, and with it the connection (an answer
+        cut short is never returned to the pool). Run for the losers, and for every
+        attempt when the caller itself was cancelled.
+        """
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for task in tasks:
+            if task.cancelled() or task.exception() is not None:
+                continue
+            won = task.result()
+            if won is not winner:
+                await won.opened.discard()
+                self._finish(won.backend, won.trial, None, ok=False)
+
+    def _finish(self, backend: Backend, trial: bool, error: ProviderError | None, ok: bool) -> None:
+        """The end of an attempt: its outcome goes to the backend's health and breaker."""
+        health = backend.health
+        health.inflight -= 1
+        breaker = backend.breaker
+        if ok:
+            health.outcome(True)
+            breaker.succeeded(trial)
+        elif error is None:
+            breaker.abandoned(trial)  # its caller left: no verdict on the backend
+        elif counts_against_backend(error):
+            health.outcome(False)
+            health.error(error.message, self._clock())
+            if breaker.failed(error, trial) and not breaker.told:
+                self.prober.wake()
+        else:
+            breaker.succeeded(trial)  # it answered (a 4xx): up, whatever the request was
+
+    async def aclose(self) -> None:
+        """Stop probing and close each backend's provider. Safe twice."""
+        await self.prober.aclose()
+        for backend in self.backends:
+            await backend.provider.aclose()
+
+
+async def _race(tasks: Sequence[asyncio.Future[Won[OpenedT]]]) -> Won[OpenedT]:
+    """The first attempt to get a token; the primary's error when every one failed."""
+    pending = set(tasks)
+    while pending:
+        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            if task in done and not task.cancelled() and task.exception() is None:
+                return task.result()
+    return tasks[0].result()  # raises the primary's error
+
+
+def build_pool(
+    name: str,
+    config: ModelConfig,
+    providers: Sequence[HTTPProvider],
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> ProviderPool:
+    """The pool of model ``name``: one backend per ``config.backends``, in order."""
+    backends = [
+        build_backend(backend_name, provider, config, backend, clock)
+        for backend_name, provider, backend in zip(
+            config.backend_names(), providers, config.backends, strict=True
+        )
+    ]
+    return ProviderPool(name, config, backends, clock=clock, sleep=sleep)
