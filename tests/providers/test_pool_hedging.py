@@ -1,0 +1,160 @@
+"""Hedged requests: the first token wins, the loser is cut off, the budget holds."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from chatkeep.fakellm import FakeLLMConfig
+from chatkeep.providers.base import ChatRequest, Chunk
+from chatkeep.providers.hedging import HedgeBudget, hedge_delay
+from tests.providers.conftest import StartFakeLLM
+from tests.providers.pool_backends import (
+    ScriptedBackend,
+    StartScripted,
+    pool_model,
+    registry_of,
+    scripted_backends,
+)
+
+REQUEST = ChatRequest(messages=[{"role": "user", "content": "hi"}])
+
+
+@pytest.fixture
+async def scripted() -> AsyncIterator[StartScripted]:
+    async with scripted_backends() as start:
+        yield start
+
+
+Collect = Callable[[AsyncIterator[Chunk]], Awaitable[tuple[list[Chunk], Exception | None]]]
+
+
+async def disconnected(backend: ScriptedBackend) -> bool:
+    """Wait (boundedly) for the backend to see a client leave; True when it did."""
+    for _ in range(500):
+        if backend.disconnects:
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
+async def test_a_hedge_that_sends_a_token_first_wins_and_the_primary_is_cut_off(
+    scripted: StartScripted, collect: Collect
+) -> None:
+    slow = await scripted(before_first=asyncio.Event())
+    fast = await scripted()
+    model = pool_model(slow.url, fast.url, balancing="ordered", hedge_after_ms=10, hedge_budget=1)
+
+    async with registry_of({"m": model}) as registry:
+        pool = registry.pools["m"]
+        chunks, error = await collect(pool.stream(REQUEST))
+
+        assert error is None
+        assert "".join(c.text for c in chunks) == "tok0 tok1 tok2 "
+        assert await disconnected(slow)  # the loser's upstream connection was closed
+        assert slow.answered == 0
+        assert (pool.backends[1].health.hedges_won, pool.backends[1].health.hedges_lost) == (1, 0)
+        assert pool.budget.spent == 1
+        assert [b.health.inflight for b in pool.backends] == [0, 0]
+
+
+async def test_a_primary_that_sends_a_token_first_wins_and_the_hedge_is_cut_off(
+    scripted: StartScripted, collect: Collect
+) -> None:
+    primary_gate, hedge_gate = asyncio.Event(), asyncio.Event()
+    primary = await scripted(before_first=primary_gate)
+    hedge = await scripted(before_first=hedge_gate)
+    model = pool_model(
+        primary.url, hedge.url, balancing="ordered", hedge_after_ms=5, hedge_budget=1
+    )
+
+    async with registry_of({"m": model}) as registry:
+        pool = registry.pools["m"]
+        reply = asyncio.ensure_future(collect(pool.stream(REQUEST)))
+        for _ in range(500):  # both requests are upstream, neither has a token
+            if hedge.requests:
+                break
+            await asyncio.sleep(0.01)
+        primary_gate.set()
+        chunks, error = await reply
+
+        assert error is None and chunks
+        assert await disconnected(hedge)
+        assert primary.answered == 1 and hedge.answered == 0
+        assert pool.backends[1].health.hedges_lost == 1
+
+
+async def test_the_hedging_budget_holds_over_1000_replies(
+    fake_llm: StartFakeLLM, collect: Collect
+) -> None:
+    first = await fake_llm(FakeLLMConfig(tokens=2))
+    second = await fake_llm(FakeLLMConfig(tokens=2))
+    # Hedge at once: every reply would hedge if the budget let it.
+    model = pool_model(first.url, second.url, hedge_after_ms=0, hedge_budget=0.05)
+
+    async with registry_of({"m": model}) as registry:
+        pool = registry.pools["m"]
+        for _ in range(100):
+            results = await asyncio.gather(*(collect(pool.stream(REQUEST)) for _ in range(10)))
+            assert all(error is None for _, error in results)
+
+        sent = first.app.counts["none"] + second.app.counts["none"]
+        hedges = pool.budget.spent
+        assert 45 <= hedges <= 50  # used, and never past 5% of 1000
+        assert sent == 1000 + hedges  # each hedge is exactly one extra request
+        won_and_lost = sum(b.health.hedges_won + b.health.hedges_lost for b in pool.backends)
+        assert won_and_lost == hedges
+
+
+async def test_no_hedge_while_a_breaker_of_the_model_is_open(
+    scripted: StartScripted, collect: Collect
+) -> None:
+    slow = await scripted(before_first=asyncio.Event())
+    fast = await scripted()
+    down = await scripted(status=503, retry_after="60")
+    model = pool_model(
+        down.url, slow.url, fast.url, balancing="ordered", hedge_after_ms=5, hedge_budget=1
+    )
+
+    async with registry_of({"m": model}) as registry:
+        pool = registry.pools["m"]
+        reply = asyncio.ensure_future(collect(pool.stream(REQUEST)))
+        for _ in range(500):  # the 503 opened a breaker; the retry waits on the slow one
+            if slow.requests:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # ten hedge delays: none may start
+        assert fast.requests == 0
+        assert slow.before_first is not None
+        slow.before_first.set()
+        _, error = await reply
+
+    assert error is None
+    assert fast.requests == 0
+    assert pool.budget.spent == 0
+
+
+def test_the_budget_is_a_bounded_token_counter() -> None:
+    budget = HedgeBudget(0.05)
+    spent = 0
+    for _ in range(1000):
+        budget.earn()
+        spent += budget.spend()
+    assert spent == 49 or spent == 50  # float sums of 0.05: at most 5%, never more
+    assert budget.refused == 1000 - spent
+
+    quiet = HedgeBudget(0.05, burst=2.0)
+    for _ in range(10_000):
+        quiet.earn()
+    assert quiet.tokens == 2.0  # a long quiet spell buys at most the burst
+    assert [quiet.spend() for _ in range(3)] == [True, True, False]
+
+
+def test_the_hedge_delay_is_fixed_or_the_primarys_p95() -> None:
+    assert hedge_delay(None, 0.2) is None
+    assert hedge_delay(250, None) == 0.25
+    assert hedge_delay("adaptive", None) is None  # not enough samples yet
+    assert hedge_delay("adaptive", 0.3) == 0.3
+    assert hedge_delay("adaptive", 0.0) == 0.001
