@@ -35,14 +35,21 @@ class WrkGenerator:
         self.version = _version(executable)
 
     def passthrough(
-        self, base_url: str, *, model: str, stream: bool, concurrency: int, seconds: float
+        self,
+        base_url: str,
+        *,
+        model: str,
+        stream: bool,
+        concurrency: int,
+        seconds: float,
+        api_key: str | None = None,
     ) -> LoadResult:
         # Two threads at most: one per core is what wrk wants, and there are two cores here.
         threads = min(concurrency, 2)
         return self._run(
             "passthrough.lua",
             f"{base_url}/v1/chat/completions",
-            [model, "stream" if stream else "json"],
+            [model, "stream" if stream else "json", api_key or ""],
             connections=concurrency,
             threads=threads,
             seconds=seconds,

@@ -1,5 +1,5 @@
 -- Stateless chat completions: every connection sends the same small request.
--- Arguments after "--": the model name, then "stream" or "json".
+-- Arguments after "--": the model name, then "stream" or "json", then an optional API key.
 function init(args)
   local model = args[1] or "fake"
   local stream = "false"
@@ -8,6 +8,9 @@ function init(args)
   end
   wrk.method = "POST"
   wrk.headers["Content-Type"] = "application/json"
+  if args[3] and args[3] ~= "" then
+    wrk.headers["Authorization"] = "Bearer " .. args[3]
+  end
   wrk.body = string.format(
     '{"model":"%s","messages":[{"role":"user",'
       .. '"content":"Tell me something about the number 42."}],"stream":%s}',

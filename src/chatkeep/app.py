@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute, Route
 
 from chatkeep import __version__
 from chatkeep.admission.queue import AdmissionQueue
-from chatkeep.api import admin, conversation_routes, health, openai_routes
+from chatkeep.api import admin, conversation_routes, health, key_routes, openai_routes
 from chatkeep.api import metrics as metrics_routes
 from chatkeep.api.errors import install_error_handlers
 from chatkeep.api.metrics import Metrics
@@ -31,8 +31,10 @@ from chatkeep.api.middleware import (
     MetricsMiddleware,
     StackedFastAPI,
 )
+from chatkeep.api.middleware.auth import KeyLookup
 from chatkeep.api.middleware.hot_routes import find_route
 from chatkeep.api.state import AppState
+from chatkeep.auth.key_cache import KeyCache
 from chatkeep.cache.working_set import WorkingSet
 from chatkeep.errors import ChatkeepError, UnknownModel
 from chatkeep.memory.watch import MemoryWatch, build_memory_watch
@@ -137,6 +139,12 @@ def create_app(
     admission.gate = watch.governor.ensure_generation_allowed
     watch.governor.register(hub)
     watch.governor.register(working_set)
+    key_cache = KeyCache(
+        the_store,
+        maxsize=settings.access.cache_size,
+        ttl_seconds=settings.access.cache_seconds,
+        clock=clock,
+    )
     metrics = Metrics()
     the_store.commit_observer = metrics.observe_commit
     app_state = AppState(
@@ -149,8 +157,9 @@ def create_app(
         conversations=conversations_service,
         replies=replies,
         memory=watch,
-        caches={"working_set": working_set},
+        caches={"working_set": working_set, "api_keys": key_cache},
         summarizer=summarizer,
+        keys=key_cache,
     )
     metrics.attach(app_state)
 
@@ -202,10 +211,14 @@ def create_app(
     install_error_handlers(app)
     app.include_router(conversation_routes.router)
     app.include_router(admin.router)
+    app.include_router(key_routes.admin_router)
+    app.include_router(key_routes.router)
     app.include_router(openai_routes.router)
     app.include_router(health.router)
     app.include_router(metrics_routes.router)
-    app.layers = middleware_stack(app, settings, metrics, watch.sampler.record_request)
+    app.layers = middleware_stack(
+        app, settings, metrics, watch.sampler.record_request, lookup=key_cache.lookup
+    )
     return app
 
 
@@ -224,14 +237,20 @@ HOT_ROUTES = (
 
 
 def middleware_stack(
-    app: FastAPI, settings: Settings, metrics: Metrics, on_request: Callable[[], None]
+    app: FastAPI,
+    settings: Settings,
+    metrics: Metrics,
+    on_request: Callable[[], None],
+    *,
+    lookup: KeyLookup,
 ) -> list[Middleware]:
     """The one middleware stack, outermost first; every request goes through all of it.
 
     1. metrics: counts every answer, refusals by the layers below included (a body
        refused for its size is a request an operator wants to see);
     2. body limit: ``413`` before a body over ``max_body_bytes`` is read;
-    3. auth seam: puts the request's owner in the scope (API keys will be checked here);
+    3. auth: the request's owner (and API key) into the scope, or ``401``/``403``/``429``
+       (`chatkeep.api.middleware.auth`);
     4. (rate limits per owner → ``429`` will go here, once the owner is known);
     5. hot routes: ``POST /v1/chat/completions`` and the send route, answered by their
        endpoints directly; everything else goes on to FastAPI (exception handlers, router).
@@ -245,6 +264,8 @@ def middleware_stack(
     routes: list[BaseRoute] = [
         *conversation_routes.router.routes,
         *admin.router.routes,
+        *key_routes.admin_router.routes,
+        *key_routes.router.routes,
         *openai_routes.router.routes,
         *health.router.routes,
         *metrics_routes.router.routes,
@@ -260,6 +281,7 @@ def middleware_stack(
             default_owner=settings.default_owner,
             admin_token=settings.admin_token,
             metrics_token=settings.access.metrics_token,
+            lookup=lookup,
             is_direct_loopback=admin.is_direct_loopback,
         ),
         Middleware(HotRoutes, routes=hot),

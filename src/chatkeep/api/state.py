@@ -8,6 +8,7 @@ from typing import Any, Protocol
 from starlette.requests import Request
 
 from chatkeep.admission.queue import AdmissionQueue
+from chatkeep.auth.key_cache import KeyCache
 from chatkeep.memory.watch import MemoryWatch
 from chatkeep.providers.registry import ProviderRegistry
 from chatkeep.service.conversations import ConversationService
@@ -39,6 +40,8 @@ class AppState:
     memory: MemoryWatch
     caches: dict[str, HasStats] = field(default_factory=dict)
     summarizer: HasStats | None = None
+    #: API keys by the hash of their secret (looked up by the auth layer).
+    keys: KeyCache | None = None
 
     def cache_stats(self) -> dict[str, dict[str, Any]]:
         """Each bounded cache's stats, by name."""
