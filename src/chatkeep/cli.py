@@ -1,4 +1,4 @@
-"""The ``chatkeep`` command line: serve, check, fake-llm, soak."""
+"""The ``chatkeep`` command line: serve, check, keys, export, import, fake-llm, soak."""
 
 from __future__ import annotations
 
@@ -182,10 +182,12 @@ def _tune_garbage_collector(threshold: int) -> None:
 
 
 def register_tools(cli: typer.Typer) -> None:
-    """Add the ``fake-llm`` and ``soak`` commands."""
+    """Add the ``keys``, ``fake-llm`` and ``soak`` commands."""
+    from chatkeep.cli_keys import keys_app
     from chatkeep.fakellm.cli import register as register_fake_llm
     from chatkeep.soak.cli import register as register_soak
 
+    cli.add_typer(keys_app, name="keys")
     register_fake_llm(cli)
     register_soak(cli)
 
