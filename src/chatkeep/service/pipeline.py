@@ -97,9 +97,12 @@ class GenerationPipeline:
             lambda: ShuttingDown("the server is shutting down; retry on another instance")
         )
 
-    async def admit(self, priority: int = 0) -> Slot:
-        """Wait for a generation slot (lower ``priority`` first) or raise `Overloaded`."""
-        await self.admission.acquire(priority)
+    async def admit(self, priority: int = 0, owner: str | None = None) -> Slot:
+        """Wait for a generation slot (lower ``priority`` first) or raise `Overloaded`.
+
+        ``owner`` waits within its share of the line (`RateLimited`, a 429, beyond it).
+        """
+        await self.admission.acquire(priority, owner)
         return Slot(self.admission)
 
     async def pieces(

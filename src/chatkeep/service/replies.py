@@ -136,7 +136,7 @@ class ReplyService:
             )
             if start is not None:
                 return self._replayed(start)
-        slot = await self.pipeline.admit(priority)
+        slot = await self.pipeline.admit(priority, owner_id)
         try:
             start = await self.store.begin_reply(
                 owner_id,
