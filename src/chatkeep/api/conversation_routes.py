@@ -29,6 +29,7 @@ from chatkeep.domain.outcome import ReplyOutcome
 from chatkeep.domain.records import Message
 from chatkeep.domain.validation import INT64_MAX
 from chatkeep.errors import InvalidRequest, ReplyInProgress
+from chatkeep.quotas.key_policy import check_model, default_model, effective_priority, request_key
 from chatkeep.serialize import conversation_dict, message_dict
 from chatkeep.service.replies import SendResult
 from chatkeep.storage.base import UNSET
@@ -55,9 +56,13 @@ def _owner(request: Request) -> str:
     },
 )
 async def create_conversation(body: CreateConversation, request: Request) -> dict[str, Any]:
-    conversation = await state(request).conversations.create(
+    app = state(request)
+    key = request_key(request)
+    model = body.model or default_model(key, app.conversations.default_model)
+    check_model(key, model)
+    conversation = await app.conversations.create(
         _owner(request),
-        model=body.model,
+        model=model,
         title=body.title,
         system_prompt=body.system_prompt,
         metadata=body.metadata,
@@ -198,12 +203,17 @@ async def send(
     streamed = body.stream or "text/event-stream" in (accept or "")
     if streamed:
         app.memory.governor.ensure_stream_allowed()
+    owner, key = _owner(request), request_key(request)
+    if key is not None and key.limits.models is not None:
+        # Through the working set: the reply's context is read from there next.
+        entry = await app.conversations.working_set.get(owner, conversation_id)
+        check_model(key, entry.conversation.model)
     result = await app.replies.send(
-        _owner(request),
+        owner,
         conversation_id,
         content=body.content,
         client_message_id=client_message_id,
-        priority=body.priority,
+        priority=effective_priority(key, body.priority),
     )
     if streamed:
         return _stream_answer(app, result)

@@ -27,6 +27,12 @@ from chatkeep.domain.records import Usage
 from chatkeep.domain.tokens import estimate_tokens
 from chatkeep.errors import InvalidRequest, ShuttingDown
 from chatkeep.providers.base import ChatRequest, Provider
+from chatkeep.quotas.key_policy import (
+    check_model,
+    effective_priority,
+    request_key,
+    visible_models,
+)
 from chatkeep.serialize import usage_dict
 from chatkeep.service.pipeline import GenerationPipeline, Slot
 
@@ -75,9 +81,13 @@ async def chat_completions(request: Request) -> Response:
     if len(payload["messages"]) > limit:
         raise InvalidRequest(f"messages: {len(payload['messages'])} given; the limit is {limit}")
     model = payload["model"]
+    key = request_key(request)
+    check_model(key, model)
     provider = app.providers.route(model).provider
     streamed = bool(payload.get("stream"))
-    slot = await app.pipeline.admit()
+    # OpenAI's body has no priority (an extra field would be relayed to the backend): a
+    # request runs at its key's.
+    slot = await app.pipeline.admit(effective_priority(key), request.scope["chatkeep.owner"])
     with app.pipeline.stateless.guard() as stopped:
         try:
             return await _answer(app.pipeline, payload, body, model, provider, streamed, slot)
@@ -236,11 +246,11 @@ def _estimated_usage(request: ChatRequest, reply: str) -> Usage:
 
 @router.get("/v1/models", response_model=None, responses={200: {"model": ModelList}})
 async def list_models(request: Request) -> Response:
-    """``GET /v1/models``: the configured model names."""
+    """``GET /v1/models``: the configured model names (those the request's key may use)."""
     app = state(request)
     created = int(time.time())
     data = [
         {"id": name, "object": "model", "created": created, "owned_by": "chatkeep"}
-        for name in app.providers.names()
+        for name in visible_models(request_key(request), app.providers.names())
     ]
     return Response(orjson.dumps({"object": "list", "data": data}), media_type=_JSON)
