@@ -3,9 +3,10 @@
 Requests are counted by `chatkeep.api.middleware.metrics.MetricsMiddleware`.
 
 Labels take only bounded values: the route *template* (``/api/conversations/{conversation_id}``,
-never an id), the method, the status code, a tier name or a governor action. Anything
-per-user or per-conversation is left out on purpose, so the number of series is fixed
-by the code, not by the traffic.
+never an id), the method, the status code, a tier name, a governor action or a quota's
+reason. Anything per-user, per-key or per-conversation is left out on purpose, so the
+number of series is fixed by the code, not by the traffic: the quotas are reported as
+totals (refusals by reason, keys tracked, owners waiting), never by key.
 """
 
 from __future__ import annotations
@@ -24,10 +25,25 @@ from chatkeep.memory.governor import TIERS
 
 if TYPE_CHECKING:
     from chatkeep.api.state import AppState
+    from chatkeep.quotas.failures import FailedAttempts
+    from chatkeep.quotas.rate import KeyRateLimiter
+    from chatkeep.quotas.streams import OpenStreams
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 UNMATCHED = "unmatched"
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+#: Why a caller was refused for its own limits (429): the label values of
+#: ``chatkeep_quota_refusals``, every one always present.
+QUOTA_REASONS = ("rate", "streams", "queue", "auth_failures")
+
+
+class _Quotas:
+    """The per-key limiters a server runs with (each optional: absent ones count zero)."""
+
+    def __init__(self) -> None:
+        self.rate: KeyRateLimiter | None = None
+        self.streams: OpenStreams | None = None
+        self.attempts: FailedAttempts | None = None
 
 
 class Metrics:
@@ -60,6 +76,20 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.quotas = _Quotas()
+
+    def attach_quotas(
+        self,
+        *,
+        rate: KeyRateLimiter | None = None,
+        streams: OpenStreams | None = None,
+        attempts: FailedAttempts | None = None,
+    ) -> None:
+        """Report these limiters' refusals and sizes (read at scrape time, as totals)."""
+        self.quotas.rate = rate
+        self.quotas.streams = streams
+        self.quotas.attempts = attempts
+
     def observe_commit(self, seconds: float, writes: int) -> None:
         """The storage commit hook."""
         self.commit_latency.observe(seconds)
@@ -67,14 +97,15 @@ class Metrics:
 
     def attach(self, state: AppState) -> None:
         """Expose the live state (streams, admission, memory, caches) at scrape time."""
-        self.registry.register(_StateCollector(state))
+        self.registry.register(_StateCollector(state, self.quotas))
 
 
 class _StateCollector(Collector):
     """Reads gauges from the running server when scraped, so nothing is kept twice."""
 
-    def __init__(self, state: AppState) -> None:
+    def __init__(self, state: AppState, quotas: _Quotas) -> None:
         self._state = state
+        self._quotas = quotas
 
     def collect(self) -> Iterator[Metric]:
         state = self._state
@@ -104,6 +135,49 @@ class _StateCollector(Collector):
         )
         yield from self._memory()
         yield from self._caches()
+        yield from self._quota_metrics()
+
+    def _quota_metrics(self) -> Iterator[Metric]:
+        quotas, admission = self._quotas, self._state.admission
+        counts = {
+            "rate": quotas.rate.refused if quotas.rate is not None else 0,
+            "streams": quotas.streams.refused if quotas.streams is not None else 0,
+            "queue": admission.refused_per_owner,
+            "auth_failures": quotas.attempts.refused if quotas.attempts is not None else 0,
+        }
+        refusals = CounterMetricFamily(
+            "chatkeep_quota_refusals",
+            "Requests refused (429) for a caller's own limits, by reason.",
+            labels=["reason"],
+        )
+        for reason in QUOTA_REASONS:
+            refusals.add_metric([reason], counts[reason])
+        yield refusals
+        yield _gauge(
+            "chatkeep_admission_owners_waiting",
+            "Owners with at least one generation waiting for a slot.",
+            admission.owners_waiting,
+        )
+        yield _gauge(
+            "chatkeep_quota_rate_keys",
+            "API keys whose request rate is tracked.",
+            len(quotas.rate) if quotas.rate is not None else 0,
+        )
+        yield _counter(
+            "chatkeep_quota_rate_keys_evicted",
+            "API keys forgotten by the rate limiter to stay within its bound.",
+            quotas.rate.evicted if quotas.rate is not None else 0,
+        )
+        yield _gauge(
+            "chatkeep_quota_open_streams",
+            "Replies and reply streams open, counted against their keys.",
+            quotas.streams.total if quotas.streams is not None else 0,
+        )
+        yield _gauge(
+            "chatkeep_quota_auth_failure_clients",
+            "Client addresses whose failed authentication attempts are tracked.",
+            len(quotas.attempts) if quotas.attempts is not None else 0,
+        )
 
     def _memory(self) -> Iterator[Metric]:
         governor = self._state.memory.governor
