@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from fastapi import FastAPI
 from starlette.middleware import Middleware
@@ -39,6 +40,10 @@ from chatkeep.cache.working_set import WorkingSet
 from chatkeep.errors import ChatkeepError, UnknownModel
 from chatkeep.memory.watch import MemoryWatch, build_memory_watch
 from chatkeep.providers.registry import ProviderRegistry
+from chatkeep.quotas.failures import FailedAttempts
+from chatkeep.quotas.middleware import STREAM_ROUTES, QuotaMiddleware
+from chatkeep.quotas.rate import KeyRateLimiter
+from chatkeep.quotas.streams import OpenStreams
 from chatkeep.service.conversations import ConversationService
 from chatkeep.service.job_queue import BoundedJobQueue
 from chatkeep.service.pipeline import GenerationPipeline
@@ -51,6 +56,15 @@ from chatkeep.storage.sqlite import DATABASE_FILE, SQLiteStore
 from chatkeep.streaming.memory_hub import MemoryReplyHub
 
 logger = logging.getLogger("chatkeep")
+
+
+@dataclass(frozen=True, slots=True)
+class Quotas:
+    """The per-key and per-address limits the auth and quota layers apply."""
+
+    rate: KeyRateLimiter
+    streams: OpenStreams
+    attempts: FailedAttempts
 
 
 def build_store(settings: Settings) -> Store:
@@ -85,6 +99,7 @@ def create_app(
         max_inflight=settings.admission.max_inflight_generations,
         max_queued=settings.admission.max_queued_generations,
         retry_after=settings.admission.retry_after_seconds,
+        max_queued_per_owner=settings.admission.max_queued_per_owner,
     )
     hub = MemoryReplyHub(
         retention_seconds=settings.streams.retention_seconds,
@@ -145,7 +160,16 @@ def create_app(
         ttl_seconds=settings.access.cache_seconds,
         clock=clock,
     )
+    # Per-key tables hold at most as many keys as the key cache does.
+    quotas = Quotas(
+        rate=KeyRateLimiter(max_keys=settings.access.cache_size),
+        streams=OpenStreams(max_keys=settings.access.cache_size),
+        attempts=FailedAttempts(
+            settings.access.failed_per_minute, settings.access.max_tracked_clients, clock=clock
+        ),
+    )
     metrics = Metrics()
+    metrics.attach_quotas(rate=quotas.rate, streams=quotas.streams, attempts=quotas.attempts)
     the_store.commit_observer = metrics.observe_commit
     app_state = AppState(
         settings=settings,
@@ -217,7 +241,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(metrics_routes.router)
     app.layers = middleware_stack(
-        app, settings, metrics, watch.sampler.record_request, lookup=key_cache.lookup
+        app, settings, metrics, watch.sampler.record_request, lookup=key_cache.lookup, quotas=quotas
     )
     return app
 
@@ -243,6 +267,7 @@ def middleware_stack(
     on_request: Callable[[], None],
     *,
     lookup: KeyLookup,
+    quotas: Quotas,
 ) -> list[Middleware]:
     """The one middleware stack, outermost first; every request goes through all of it.
 
@@ -251,7 +276,8 @@ def middleware_stack(
     2. body limit: ``413`` before a body over ``max_body_bytes`` is read;
     3. auth: the request's owner (and API key) into the scope, or ``401``/``403``/``429``
        (`chatkeep.api.middleware.auth`);
-    4. (rate limits per owner → ``429`` will go here, once the owner is known);
+    4. quotas: the key's request rate and its replies open at once → ``429``
+       (`chatkeep.quotas.middleware`);
     5. hot routes: ``POST /v1/chat/completions`` and the send route, answered by their
        endpoints directly; everything else goes on to FastAPI (exception handlers, router).
 
@@ -282,7 +308,14 @@ def middleware_stack(
             admin_token=settings.admin_token,
             metrics_token=settings.access.metrics_token,
             lookup=lookup,
+            attempts=quotas.attempts,
             is_direct_loopback=admin.is_direct_loopback,
+        ),
+        Middleware(
+            QuotaMiddleware,
+            rate=quotas.rate,
+            streams=quotas.streams,
+            stream_routes=[find_route(routes, method, path) for method, path in STREAM_ROUTES],
         ),
         Middleware(HotRoutes, routes=hot),
     ]

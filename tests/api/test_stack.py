@@ -21,6 +21,7 @@ from chatkeep.api.middleware import (
     StackedFastAPI,
 )
 from chatkeep.app import HOT_ROUTES
+from chatkeep.quotas.middleware import QuotaMiddleware
 from tests.api.conftest import ClientFactory
 
 Seen = set[tuple[str, str, str]]
@@ -67,7 +68,13 @@ async def test_every_middleware_sees_every_route(make_client: ClientFactory) -> 
     client = await make_client()
     app = _app(client)
     layers = [layer.cls for layer in app.layers]
-    for expected in (MetricsMiddleware, BodyLimitMiddleware, AuthMiddleware, HotRoutes):
+    for expected in (
+        MetricsMiddleware,
+        BodyLimitMiddleware,
+        AuthMiddleware,
+        QuotaMiddleware,
+        HotRoutes,
+    ):
         assert expected in layers, f"{expected.__name__} is not in the stack"
     seen: Seen = set()
     # Before the first request: the stack is built from `layers` when it is first called.

@@ -15,11 +15,9 @@ from collections.abc import Iterable
 
 from starlette.requests import Request
 
+from chatkeep.api.middleware.auth import KEY_SCOPE_KEY
 from chatkeep.domain.keys import ApiKey
 from chatkeep.errors import UnknownModel
-
-#: The scope key where the auth layer puts the request's `ApiKey` (or ``None``).
-KEY_SCOPE_KEY = "chatkeep.key"
 
 
 def request_key(request: Request) -> ApiKey | None:

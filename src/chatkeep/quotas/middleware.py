@@ -23,13 +23,11 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from chatkeep.api.errors import chatkeep_error_response
+from chatkeep.api.middleware.auth import KEY_SCOPE_KEY
 from chatkeep.domain.keys import ApiKey
 from chatkeep.errors import RateLimited
 from chatkeep.quotas.rate import KeyRateLimiter
 from chatkeep.quotas.streams import OpenStreams
-
-#: The scope key where the auth layer puts the request's `ApiKey` (or ``None``).
-KEY_SCOPE_KEY = "chatkeep.key"
 
 #: The routes that open a reply, as (method, path template): the ones `stream_routes` takes.
 STREAM_ROUTES = (
