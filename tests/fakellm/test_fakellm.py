@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -15,29 +15,16 @@ from typer.testing import CliRunner
 from chatkeep.fakellm import FakeLLMConfig, FakeLLMServer, Fault
 from chatkeep.fakellm.cli import register, serve_fake_llm
 from chatkeep.fakellm.config import FaultPicker
-from tests.fakellm.conftest import RecordedSleep, StartServer
-
-MESSAGES = [{"role": "user", "content": "hello there"}]
-OPENAI = "/v1/chat/completions"
-OLLAMA = "/api/chat"
-
-
-def chat(**fields: Any) -> bytes:
-    return orjson.dumps({"model": "m", "messages": MESSAGES, **fields})
-
-
-def sse_events(body: bytes) -> list[Any]:
-    """The data of each event; ``[DONE]`` stays a string."""
-    events = [part[len(b"data: ") :] for part in body.split(b"\n\n") if part]
-    return [e.decode() if e == b"[DONE]" else orjson.loads(e) for e in events]
-
-
-async def post(
-    http: aiohttp.ClientSession, server: FakeLLMServer, path: str, body: bytes
-) -> tuple[int, Mapping[str, str], bytes]:
-    async with http.post(server.url + path, data=body) as response:
-        return response.status, response.headers, await response.read()
-
+from tests.fakellm.conftest import (
+    OLLAMA,
+    OPENAI,
+    RecordedSleep,
+    StartServer,
+    chat,
+    post,
+    sse_events,
+    statuses,
+)
 
 # -- OpenAI ---------------------------------------------------------------------------------
 
@@ -176,10 +163,6 @@ async def test_delays_pace_each_token_and_whole_answers(
 
 
 # -- faults ---------------------------------------------------------------------------------
-
-
-async def statuses(http: aiohttp.ClientSession, server: FakeLLMServer, count: int) -> list[int]:
-    return [(await post(http, server, OPENAI, chat()))[0] for _ in range(count)]
 
 
 async def test_fail_rate_is_deterministic_by_seed(
@@ -345,6 +328,11 @@ async def test_unknown_paths_and_methods(
         {"fail_rate": 0.6, "timeout_rate": 0.6},
         {"cut_after": -1},
         {"max_body_bytes": 0},
+        {"status_503_rate": 0.5, "fail_rate": 0.6},
+        {"slow_rate": -0.1},
+        {"first_token_ms": -1},
+        {"slow_first_token_ms": float("inf")},
+        {"retry_after_seconds": float("nan")},
     ],
 )
 def test_config_rejects_nonsense(fields: dict[str, Any]) -> None:
@@ -380,8 +368,58 @@ def test_the_command_is_registered_with_its_options() -> None:
     result = CliRunner().invoke(cli(), ["fake-llm", "--help"])
 
     assert result.exit_code == 0
-    for option in ("--port", "--tokens", "--delay-ms", "--fail-rate", "--cut-after"):
+    for option in (
+        "--port",
+        "--tokens",
+        "--delay-ms",
+        "--fail-rate",
+        "--cut-after",
+        "--first-token-ms",
+        "--slow-rate",
+        "--slow-first-token-ms",
+        "--status-503-rate",
+        "--retry-after-seconds",
+        "--no-retry-after",
+        "--down",
+    ):
         assert option in result.output
+    assert "/_fake/config" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            "--first-token-ms 20 --slow-rate 0.05 --slow-first-token-ms 800 "
+            "--status-503-rate 0.1 --retry-after-seconds 2.5 --down",
+            FakeLLMConfig(
+                first_token_ms=20,
+                slow_rate=0.05,
+                slow_first_token_ms=800,
+                status_503_rate=0.1,
+                retry_after_seconds=2.5,
+                down=True,
+            ),
+        ),
+        ("--no-retry-after", FakeLLMConfig(retry_after_seconds=None)),
+        ("", FakeLLMConfig()),
+    ],
+    ids=["latency-503-down", "no-retry-after", "defaults"],
+)
+def test_the_command_builds_its_config_from_the_options(
+    monkeypatch: pytest.MonkeyPatch, args: str, expected: FakeLLMConfig
+) -> None:
+    served: list[FakeLLMConfig] = []
+
+    async def record(config: FakeLLMConfig, *_: Any) -> None:
+        served.append(config)
+
+    monkeypatch.setattr("chatkeep.fakellm.cli.serve_fake_llm", record)
+
+    result = CliRunner().invoke(cli(), ["fake-llm", *args.split()])
+
+    assert result.exit_code == 0, result.output
+    assert served == [expected]
 
 
 def test_the_command_refuses_bad_rates() -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import typer
 
 from chatkeep.fakellm.config import FakeLLMConfig
-from chatkeep.fakellm.server import FakeLLMServer, start_fake_llm
+from chatkeep.fakellm.serving import FakeLLMServer, start_fake_llm
 from chatkeep.settings import parse_size
 
 
@@ -67,8 +67,34 @@ def fake_llm(
     status_429_rate: float = typer.Option(
         0.0, "--status-429-rate", help="Fraction of requests answered 429."
     ),
+    first_token_ms: float = typer.Option(
+        0.0, "--first-token-ms", help="Extra wait before the first token (after the headers)."
+    ),
+    slow_rate: float = typer.Option(
+        0.0,
+        "--slow-rate",
+        help="Fraction of requests whose first token waits --slow-first-token-ms instead "
+        "(a seeded draw of its own: it never shifts the faults).",
+    ),
+    slow_first_token_ms: float = typer.Option(
+        0.0, "--slow-first-token-ms", help="The first-token wait of slow requests."
+    ),
     timeout_rate: float = typer.Option(
         0.0, "--timeout-rate", help="Fraction of requests that hang until the client gives up."
+    ),
+    status_503_rate: float = typer.Option(
+        0.0, "--status-503-rate", help="Fraction of requests answered 503."
+    ),
+    retry_after_seconds: float = typer.Option(
+        1.0,
+        "--retry-after-seconds",
+        help="Retry-After of 429 and 503 answers (rounded up; exact in Retry-After-Ms).",
+    ),
+    no_retry_after: bool = typer.Option(
+        False, "--no-retry-after", help="429 and 503 answers carry no Retry-After."
+    ),
+    down: bool = typer.Option(
+        False, "--down", help="Start down: everything but /_fake/* answers 503."
     ),
     hang_seconds: float = typer.Option(
         30.0, "--hang-seconds", help="Longest hang before answering 504."
@@ -79,20 +105,37 @@ def fake_llm(
     echo: bool = typer.Option(
         False, "--echo", help="Reply with the words of the last user message."
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of the fault draws."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the fault and slowness draws."),
     max_body: str = typer.Option("1MiB", "--max-body", help="Request bodies over this get 413."),
     model: list[str] = typer.Option(
         ["fake"], "--model", help="Model names to list (any name is accepted)."
     ),
 ) -> None:
-    """Run a fast, scriptable fake model backend (Ollama and OpenAI wire formats)."""
+    """Run a fast, scriptable fake model backend (Ollama and OpenAI wire formats).
+
+    Fault rates add up to at most 1 and are drawn per request from --seed.
+
+    A running backend changes with POST /_fake/config and a JSON object of fields
+    named as the options with underscores, e.g. {"fail_rate": 1.0}, {"down": true}
+    or {"status_429_rate": 1.0, "retry_after_seconds": 2}.
+
+    GET /_fake/config reads the script; GET /_fake/stats reads the counters
+    (requests, in_flight, streams_completed, streams_disconnected, faults...);
+    POST /_fake/stats/reset reads and zeroes them.
+    """
     try:
         config = FakeLLMConfig(
             tokens=tokens,
             delay_ms=delay_ms,
+            first_token_ms=first_token_ms,
+            slow_rate=slow_rate,
+            slow_first_token_ms=slow_first_token_ms,
             fail_rate=fail_rate,
             status_429_rate=status_429_rate,
             timeout_rate=timeout_rate,
+            status_503_rate=status_503_rate,
+            retry_after_seconds=None if no_retry_after else retry_after_seconds,
+            down=down,
             hang_seconds=hang_seconds,
             cut_after=cut_after,
             echo=echo,

@@ -179,8 +179,12 @@ class OpenAIEncoder:
         return tail + OPENAI_DONE
 
 
-def openai_error(message: str, kind: str) -> bytes:
-    return orjson.dumps({"error": {"message": message, "type": kind, "code": None}})
+def openai_error(message: str, kind: str, retry_after: float | None = None) -> bytes:
+    """OpenAI's error object; ``retry_after`` (seconds) rides along at the top level."""
+    error: dict[str, Any] = {"error": {"message": message, "type": kind, "code": None}}
+    if retry_after is not None:
+        error["retry_after_seconds"] = retry_after
+    return orjson.dumps(error)
 
 
 def openai_models(config: FakeLLMConfig) -> bytes:
@@ -240,8 +244,12 @@ class OllamaEncoder:
         return orjson.dumps(self._final("")) + b"\n"
 
 
-def ollama_error(message: str) -> bytes:
-    return orjson.dumps({"error": message})
+def ollama_error(message: str, retry_after: float | None = None) -> bytes:
+    """Ollama's error object; ``retry_after`` (seconds) rides along at the top level."""
+    error: dict[str, Any] = {"error": message}
+    if retry_after is not None:
+        error["retry_after_seconds"] = retry_after
+    return orjson.dumps(error)
 
 
 def ollama_tags(config: FakeLLMConfig) -> bytes:
