@@ -18,7 +18,7 @@ Only the provider sees every path, including a relayed answer that is read long 
 its caller returned, and only it knows when it retries. Callers add no second
 whole-reply timer (it would race this one and fail a reply with another error); the
 generation pipeline bounds only the silence between two pieces, a different promise.
-A provider pool shortens it for one attempt with `attempt_limit`: what is left of the
+A provider pool shortens it for a retry with `attempt_limit`: what is left of the
 reply's total deadline, so an attempt started late never outlives the reply.
 """
 
@@ -208,24 +208,13 @@ class BackendSession:
             await session.close()
 
 
-#: The longest an attempt started in this context may take (seconds), set by a pool.
-_attempt_limit: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+#: The longest a request sent in this context may take in all (seconds; None: the
+#: model's timeout). A provider pool sets it around the first step of a retry's stream
+#: (`ContextVar.set`/`reset` directly: a context manager costs 4 µs a reply): it is read
+#: when the request is sent, and then bounds the whole answer.
+attempt_limit: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "chatkeep_attempt_limit", default=None
 )
-
-
-@contextlib.contextmanager
-def attempt_limit(seconds: float | None) -> Iterator[None]:
-    """Requests sent in the block take at most ``seconds`` in all (None: the model's timeout).
-
-    Read when a request is sent, so the block must cover the start of a stream (its
-    first step), not all of it: the limit then bounds the whole answer.
-    """
-    token = _attempt_limit.set(seconds)
-    try:
-        yield
-    finally:
-        _attempt_limit.reset(token)
 
 
 def limited(timeout: aiohttp.ClientTimeout, seconds: float | None) -> aiohttp.ClientTimeout:
@@ -485,7 +474,7 @@ class HTTPProvider(Provider):
         Errors are aiohttp's; callers translate them with `provider_errors`.
         """
         session = self.session.get()
-        timeout = limited(self._timeout, _attempt_limit.get())
+        timeout = limited(self._timeout, attempt_limit.get())
         started = time.monotonic()
         while True:
             attempt = _Attempt()
