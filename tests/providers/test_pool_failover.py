@@ -217,3 +217,61 @@ async def test_timeouts_are_provider_timeouts(scripted: StartScripted, collect: 
         _, error = await collect(registry.pools["m"].stream(REQUEST))
 
     assert isinstance(error, ProviderTimeout)
+
+
+async def test_a_reply_finding_every_backend_busy_backs_off_and_tries_again(
+    scripted: StartScripted, collect: Collect
+) -> None:
+    gate = asyncio.Event()
+    slow = await scripted(before_first=gate)
+    clock = FakeClock()
+    model = pool_model(slow.url, attempts=2, max_connections=1)
+
+    async with registry_of({"m": model}, clock) as registry:
+        pool = registry.pools["m"]
+        first = asyncio.ensure_future(collect(pool.stream(REQUEST)))
+        for _ in range(500):
+            if slow.requests:
+                break
+            await asyncio.sleep(0.01)
+
+        _, error = await collect(pool.stream(REQUEST))
+
+        assert isinstance(error, NoBackendAvailable) and error.busy
+        assert "in-flight bound (1 requests)" in error.message
+        assert len(clock.slept) == 1  # it waited once before its second try
+        gate.set()
+        chunks, first_error = await first
+        assert first_error is None and text(chunks) == SCRIPTED_REPLY
+
+
+async def test_the_probe_task_brings_a_backend_back_and_then_ends(
+    scripted: StartScripted, collect: Collect
+) -> None:
+    flaky = await scripted()
+    spare = await scripted()
+    clock = FakeClock()
+    model = pool_model(
+        flaky.url, spare.url, balancing="ordered", breaker_failures=1, probe_interval_seconds=0.01
+    )
+
+    async with registry_of({"m": model}, clock) as registry:
+        pool = registry.pools["m"]
+        await flaky.stop()
+        _, error = await collect(pool.stream(REQUEST))
+        assert error is None
+        assert pool.prober.running  # woken by the breaker that opened
+
+        await flaky.start()  # back on the same port
+        clock.advance(model.breaker_cooldown_seconds)
+        for _ in range(500):
+            if not pool.prober.running:
+                break
+            await asyncio.sleep(0.01)
+
+        assert not pool.prober.running  # nothing left out of rotation: the task ended
+        assert pool.backends[0].breaker.state.value == "half_open"
+        assert flaky.probes >= 1
+        await collect(pool.stream(REQUEST))
+        assert flaky.answered == 1  # its trial
+        assert pool.backends[0].breaker.state.value == "closed"

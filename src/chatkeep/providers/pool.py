@@ -58,7 +58,14 @@ from chatkeep.settings import ModelConfig
 
 
 class NoBackendAvailable(ProviderUnavailable):
-    """Every backend of a model is out of rotation (or at its in-flight bound)."""
+    """No backend of a model can take a request now.
+
+    ``busy``: some are in rotation but at their in-flight bound (worth waiting for);
+    otherwise every one is out of rotation, and ``retry_after`` says for how long when a
+    backend said so.
+    """
+
+    busy = False
 
 
 class ProviderPool(Provider):
@@ -177,11 +184,11 @@ class ProviderPool(Provider):
             self.budget.earn()
         try:
             return await self._round(reply, opener)
-        except NoBackendAvailable:
-            raise  # nothing was tried: fail at once rather than wait on a full outage
         except ProviderError as exc:
             if self._retry.attempts == 1 or not retryable(exc):
                 raise
+            if isinstance(exc, NoBackendAvailable) and not exc.busy:
+                raise  # nothing was tried: fail at once rather than wait through an outage
             failure: ProviderError | None = exc
         async for attempt in self._retry.retrying(reply.deadline, lambda: self._waits(reply)):
             with attempt:
@@ -214,11 +221,23 @@ class ProviderPool(Provider):
         return self._balancer.choose(fresh or usable)
 
     def _none_available(self) -> NoBackendAvailable:
-        reopens = [s for b in self.backends if (s := b.breaker.reopens_in()) is not None]
+        backends = self.backends
+        if any(b.breaker.allows() for b in backends):
+            busy = NoBackendAvailable(
+                f"model {self.model!r}: every backend is at its in-flight bound "
+                f"({sum(b.max_inflight for b in backends)} requests)"
+            )
+            busy.busy = True
+            return busy
+        reopens = [
+            s
+            for b in backends
+            if b.breaker.state is BreakerState.OPEN and (s := b.breaker.reopens_in()) is not None
+        ]
         soonest = min(reopens) if reopens else None
         when = "until a probe answers" if soonest is None else f"for {soonest:.1f} s"
         return NoBackendAvailable(
-            f"model {self.model!r}: every backend is out of rotation or busy ({when})",
+            f"model {self.model!r}: every backend is out of rotation ({when})",
             retry_after=soonest,
         )
 
