@@ -12,6 +12,7 @@ from chatkeep.providers.base import ChatRequest, Chunk
 from chatkeep.providers.hedging import HedgeBudget, hedge_delay
 from tests.providers.conftest import StartFakeLLM
 from tests.providers.pool_backends import (
+    FakeClock,
     ScriptedBackend,
     StartScripted,
     pool_model,
@@ -158,3 +159,37 @@ def test_the_hedge_delay_is_fixed_or_the_primarys_p95() -> None:
     assert hedge_delay("adaptive", None) is None  # not enough samples yet
     assert hedge_delay("adaptive", 0.3) == 0.3
     assert hedge_delay("adaptive", 0.0) == 0.001
+
+
+async def test_adaptive_hedging_waits_for_enough_samples_then_uses_the_p95(
+    scripted: StartScripted, collect: Collect
+) -> None:
+    primary = await scripted()
+    other = await scripted()
+    # The fake clock stands still: every measured time to first token is 0, so the p95
+    # is 0 and the adaptive delay its floor (1 ms) once 20 samples are in.
+    clock = FakeClock()
+    model = pool_model(
+        primary.url, other.url, balancing="ordered", hedge_after_ms="adaptive", hedge_budget=1
+    )
+
+    async with registry_of({"m": model}, clock) as registry:
+        pool = registry.pools["m"]
+        primary.before_first = asyncio.Event()
+        slow = asyncio.ensure_future(collect(pool.stream(REQUEST)))
+        await asyncio.sleep(0.05)  # fifty floors: no sample yet, so no hedge may start
+        assert other.requests == 0
+        primary.before_first.set()
+        await slow
+        primary.before_first = None
+        for _ in range(19):
+            await collect(pool.stream(REQUEST))
+        assert pool.backends[0].health.p95_ttft() == 0.0
+
+        primary.before_first = asyncio.Event()
+        chunks, error = await collect(pool.stream(REQUEST))
+
+        assert error is None and chunks
+        assert other.requests == 1
+        assert pool.backends[1].health.hedges_won == 1
+        assert await disconnected(primary)
