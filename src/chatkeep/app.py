@@ -21,7 +21,14 @@ from starlette.routing import BaseRoute, Route
 
 from chatkeep import __version__
 from chatkeep.admission.queue import AdmissionQueue
-from chatkeep.api import admin, conversation_routes, health, key_routes, openai_routes
+from chatkeep.api import (
+    admin,
+    conversation_routes,
+    health,
+    key_routes,
+    openai_routes,
+    provider_routes,
+)
 from chatkeep.api import metrics as metrics_routes
 from chatkeep.api.errors import install_error_handlers
 from chatkeep.api.metrics import Metrics
@@ -235,6 +242,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(conversation_routes.router)
     app.include_router(admin.router)
+    app.include_router(provider_routes.router)
     app.include_router(key_routes.admin_router)
     app.include_router(key_routes.router)
     app.include_router(openai_routes.router)
@@ -290,6 +298,7 @@ def middleware_stack(
     routes: list[BaseRoute] = [
         *conversation_routes.router.routes,
         *admin.router.routes,
+        *provider_routes.router.routes,
         *key_routes.admin_router.routes,
         *key_routes.router.routes,
         *openai_routes.router.routes,

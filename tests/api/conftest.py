@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,12 @@ class TestProviders:
 
     def names(self) -> list[str]:
         return sorted(self._routes)
+
+    def metric_families(self) -> Iterator[Any]:
+        return iter(())
+
+    def provider_stats(self) -> list[dict[str, Any]]:
+        return []
 
     async def aclose(self) -> None:
         return None

@@ -136,6 +136,7 @@ class _StateCollector(Collector):
         yield from self._memory()
         yield from self._caches()
         yield from self._quota_metrics()
+        yield from state.providers.metric_families()
 
     def _quota_metrics(self) -> Iterator[Metric]:
         quotas, admission = self._quotas, self._state.admission
