@@ -28,6 +28,7 @@ from chatkeep.api import (
     key_routes,
     openai_routes,
     provider_routes,
+    transfer_routes,
 )
 from chatkeep.api import metrics as metrics_routes
 from chatkeep.api.errors import install_error_handlers
@@ -55,6 +56,7 @@ from chatkeep.service.conversations import ConversationService
 from chatkeep.service.job_queue import BoundedJobQueue
 from chatkeep.service.pipeline import GenerationPipeline
 from chatkeep.service.replies import ReplyService
+from chatkeep.service.retention import RetentionRunner
 from chatkeep.service.summaries import Summarizer
 from chatkeep.settings import Settings
 from chatkeep.storage.base import Store
@@ -157,6 +159,17 @@ def create_app(
         limits=settings.limits,
         default_model=settings.default_model,
     )
+
+    def forget_deleted(conversation_id: str) -> None:
+        working_set.invalidate(conversation_id)
+        hub.discard(conversation_id)
+
+    retention = RetentionRunner(
+        the_store,
+        settings.retention,
+        on_archived=working_set.invalidate,
+        on_deleted=forget_deleted,
+    )
     watch = memory or build_memory_watch(settings.memory)
     admission.gate = watch.governor.ensure_generation_allowed
     watch.governor.register(hub)
@@ -191,6 +204,7 @@ def create_app(
         caches={"working_set": working_set, "api_keys": key_cache},
         summarizer=summarizer,
         keys=key_cache,
+        retention=retention,
     )
     metrics.attach(app_state)
 
@@ -211,6 +225,7 @@ def create_app(
             app.state.chatkeep = app_state
             await watch.sampler.start()
             summary_queue.start()
+            retention.start()
             reaper = asyncio.create_task(
                 hub.reap_forever(max(1.0, min(settings.streams.retention_seconds, 30.0))),
                 name="reply-stream-reaper",
@@ -226,6 +241,7 @@ def create_app(
                 reaper.cancel()
                 await asyncio.gather(reaper, return_exceptions=True)
             await watch.sampler.stop()
+            await retention.stop()
             await replies.shutdown(settings.shutdown_grace_seconds)
             await summary_queue.stop()
             await working_set.close()
@@ -241,6 +257,7 @@ def create_app(
     app.state.metrics = metrics
     install_error_handlers(app)
     app.include_router(conversation_routes.router)
+    app.include_router(transfer_routes.router)
     app.include_router(admin.router)
     app.include_router(provider_routes.router)
     app.include_router(key_routes.admin_router)
@@ -297,6 +314,7 @@ def middleware_stack(
     # lazily, so `app.routes` need not list its routes), and those added to the app itself.
     routes: list[BaseRoute] = [
         *conversation_routes.router.routes,
+        *transfer_routes.router.routes,
         *admin.router.routes,
         *provider_routes.router.routes,
         *key_routes.admin_router.routes,

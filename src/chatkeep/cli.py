@@ -182,12 +182,14 @@ def _tune_garbage_collector(threshold: int) -> None:
 
 
 def register_tools(cli: typer.Typer) -> None:
-    """Add the ``keys``, ``fake-llm`` and ``soak`` commands."""
+    """Add the ``keys``, ``export``, ``import``, ``fake-llm`` and ``soak`` commands."""
     from chatkeep.cli_keys import keys_app
+    from chatkeep.cli_transfer import register as register_transfer
     from chatkeep.fakellm.cli import register as register_fake_llm
     from chatkeep.soak.cli import register as register_soak
 
     cli.add_typer(keys_app, name="keys")
+    register_transfer(cli)
     register_fake_llm(cli)
     register_soak(cli)
 

@@ -9,7 +9,6 @@ import orjson
 import pytest
 import yaml
 
-from chatkeep.api import transfer_routes
 from chatkeep.api.middleware import StackedFastAPI
 from chatkeep.api.state import AppState
 from chatkeep.domain.records import Conversation, Message
@@ -24,21 +23,7 @@ def _app(client: httpx.AsyncClient) -> StackedFastAPI:
 
 
 async def _transfer_client(make_client: ClientFactory, **overrides: Any) -> httpx.AsyncClient:
-    """A client of an app serving the transfer routes (added here until the app has them)."""
-    client = await make_client(**overrides)
-    app = _app(client)
-    if not any(getattr(r, "path", None) == "/api/conversations/import" for r in _routes(app)):
-        app.include_router(transfer_routes.router)
-    return client
-
-
-def _routes(app: StackedFastAPI) -> list[Any]:
-    """Every route of the app, one by one (newer FastAPI includes routers lazily)."""
-    try:
-        from fastapi.routing import iter_route_contexts  # type: ignore[attr-defined]
-    except ImportError:
-        return list(app.routes)
-    return list(iter_route_contexts(app.routes))
+    return await make_client(**overrides)
 
 
 def _store(client: httpx.AsyncClient) -> TransferStore:

@@ -137,6 +137,23 @@ class _StateCollector(Collector):
         yield from self._caches()
         yield from self._quota_metrics()
         yield from state.providers.metric_families()
+        yield from self._retention()
+
+    def _retention(self) -> Iterator[Metric]:
+        runner = self._state.retention
+        if runner is None:
+            return
+        stats = runner.stats()
+        yield _gauge(
+            "chatkeep_retention_enabled", "1 when a retention policy is set.", stats["enabled"]
+        )
+        for name, field, text in (
+            ("archived", "archived_total", "Conversations archived by the retention policy."),
+            ("deleted", "deleted_total", "Conversations deleted by the retention policy."),
+            ("runs", "runs", "Passes of the retention policy."),
+            ("failed_runs", "failed_runs", "Passes of the retention policy that failed."),
+        ):
+            yield _counter(f"chatkeep_retention_{name}", text, stats[field])
 
     def _quota_metrics(self) -> Iterator[Metric]:
         quotas, admission = self._quotas, self._state.admission

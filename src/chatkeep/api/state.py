@@ -14,6 +14,7 @@ from chatkeep.providers.registry import ProviderRegistry
 from chatkeep.service.conversations import ConversationService
 from chatkeep.service.pipeline import GenerationPipeline
 from chatkeep.service.replies import ReplyService
+from chatkeep.service.retention import RetentionRunner
 from chatkeep.settings import Settings
 from chatkeep.storage.base import Store
 from chatkeep.streaming.hub import ReplyHub
@@ -42,6 +43,8 @@ class AppState:
     summarizer: HasStats | None = None
     #: API keys by the hash of their secret (looked up by the auth layer).
     keys: KeyCache | None = None
+    #: The retention policy's background runner.
+    retention: RetentionRunner | None = None
 
     def cache_stats(self) -> dict[str, dict[str, Any]]:
         """Each bounded cache's stats, by name."""
