@@ -10,9 +10,12 @@ them: each backend translates them into one of these.
     ├── PayloadTooLarge                413  payload_too_large
     ├── Conflict                       409  conflict
     │   ├── ReplyInProgress            409  reply_in_progress
-    │   └── IdempotencyKeyReused       409  idempotency_key_reused
+    │   ├── IdempotencyKeyReused       409  idempotency_key_reused
+    │   └── IdNotAvailable             409  id_not_available (an imported id held elsewhere)
     ├── Unauthorized                   401  unauthorized
+    ├── Forbidden                      403  forbidden      (a user key on an admin route)
     ├── Overloaded                     503  overloaded     (carries Retry-After)
+    │   ├── RateLimited                429  rate_limited   (one caller over its own limit)
     │   └── ShuttingDown               503  shutdown       (a reply cut by a server stop)
     ├── ReplyCancelled                 499  cancelled      (a reply stopped by its client)
     ├── StorageError                   503  storage_unavailable
@@ -71,6 +74,12 @@ class IdempotencyKeyReused(Conflict):
     """A client message id (idempotency key) sent again with a different request."""
 
     code = "idempotency_key_reused"
+
+
+class IdNotAvailable(Conflict):
+    """An imported id is held by another owner's conversation (or another conversation)."""
+
+    code = "id_not_available"
 
 
 class Unauthorized(ChatkeepError):

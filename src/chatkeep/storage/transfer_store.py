@@ -31,13 +31,9 @@ from collections.abc import Sequence
 
 from chatkeep.domain.records import Conversation, Message
 from chatkeep.domain.replies import send_fingerprint
-from chatkeep.errors import Conflict
+from chatkeep.errors import IdNotAvailable
 
-
-class IdNotAvailable(Conflict):
-    """An imported id is held by another owner's conversation (or another conversation)."""
-
-    code = "id_not_available"
+__all__ = ["IdNotAvailable", "TransferStore", "import_fingerprint"]
 
 
 def import_fingerprint(message: Message) -> str | None:
