@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,3 +170,25 @@ def start_chatkeep(
             pass
         time.sleep(0.05)
     raise _fail("chatkeep", process, log_path, "was not ready in time")
+
+
+def start_fake_llm_with(
+    log_dir: Path, flags: Sequence[str] = (), *, name: str = "fake-llm", port: int = 0
+) -> Server:
+    """``chatkeep fake-llm --port PORT`` with more ``flags``, logged to ``<name>.log``.
+
+    ``port`` 0 picks a free one; a fixed port lets a killed backend come back where its
+    clients expect it. Returns once it has announced its URL.
+    """
+    log_path = log_dir / f"{name}.log"
+    args = [*chatkeep_command(), "fake-llm", "--port", str(port), *flags]
+    process = _spawn(args, log_path, os.environ)
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        match = _ANNOUNCE.search(log_path.read_text(errors="replace"))
+        if match:
+            return Server(name, process, match.group(1), log_path)
+        if process.poll() is not None:
+            raise _fail(name, process, log_path, f"exited with {process.returncode}")
+        time.sleep(0.02)
+    raise _fail(name, process, log_path, "did not announce its URL in time")
