@@ -21,6 +21,7 @@ from chatkeep.auth.key_cache import KeyCache
 from chatkeep.domain.keys import ApiKey
 from chatkeep.settings import AccessSettings, ModelConfig, Settings
 from chatkeep.storage.memory import MemoryStore
+from tests.api.conftest import ClientFactory
 
 SETTINGS = Settings(
     storage="memory",
@@ -288,3 +289,43 @@ async def test_the_answers_are_documented(harness: Harness) -> None:
     assert "secret" not in schemas["KeyAnswer"]["properties"]
     create = document["paths"]["/api/keys"]["post"]["responses"]
     assert {"201", "403", "422"} <= set(create)
+
+
+# -- through the whole app: the real auth layer in front ---------------------------------
+
+ADMIN = "admin-" + "k" * 32
+
+
+async def test_keys_made_over_http_work_and_stop_at_once_through_the_app(
+    make_client: ClientFactory,
+) -> None:
+    client = await make_client(auth="keys", admin_token=ADMIN)
+    admin = {"authorization": f"Bearer {ADMIN}"}
+    made = await client.post("/admin/keys", json={"owner": "alice", "rate": 50}, headers=admin)
+    assert made.status_code == 201, made.text
+    parent = {"authorization": f"Bearer {made.json()['secret']}"}
+
+    asked_more = await client.post("/api/keys", json={"rate": 51}, headers=parent)
+    assert asked_more.status_code == 403
+    child = await client.post("/api/keys", json={"label": "ci"}, headers=parent)
+    assert child.status_code == 201, child.text
+    child_key = child.json()["key"]
+    child_auth = {"authorization": f"Bearer {child.json()['secret']}"}
+    assert child_key["created_by"] == made.json()["key"]["id"]
+    assert (await client.get("/api/conversations", headers=child_auth)).status_code == 200
+
+    revoked = await client.delete(f"/api/keys/{child_key['id']}", headers=parent)
+    assert revoked.status_code == 200
+    after = await client.get("/api/conversations", headers=child_auth)
+    assert after.status_code == 401  # at once: not after the key cache's seconds
+    assert (await client.get("/api/keys", headers=admin)).status_code == 403
+
+
+async def test_with_one_owner_and_no_keys_the_own_routes_say_where_keys_are_made(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post("/api/keys", json={})
+    assert response.status_code == 403
+    assert "/admin/keys" in response.json()["error"]["message"]
+    listed = await client.get("/admin/keys")  # a direct loopback client, no token set
+    assert listed.status_code == 200 and listed.json()["items"] == []

@@ -18,18 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.status import HTTP_201_CREATED
 
 from chatkeep.api.admin import require_admin
+from chatkeep.api.middleware.auth import KEY_SCOPE_KEY
 from chatkeep.api.schemas import ErrorAnswer, Text, error_responses
 from chatkeep.api.state import state
 from chatkeep.auth.grants import EVERY_MODEL, MAX_NAME_CHARS, ModelChoice
-from chatkeep.auth.key_cache import KeyCache
 from chatkeep.auth.key_service import MAX_LABEL_CHARS, IssuedKey, KeyService, key_dict
 from chatkeep.domain.keys import ApiKey
 from chatkeep.domain.records import Page
 from chatkeep.domain.validation import INT64_MAX
 from chatkeep.errors import Forbidden
-
-#: The scope key the auth layer puts the request's `ApiKey` under (``None``: no key).
-KEY_SCOPE_KEY = "chatkeep.key"
 
 _FORBIDDEN: dict[int | str, dict[str, Any]] = {
     403: {
@@ -123,7 +120,6 @@ class KeyPage(BaseModel):
 def key_service(request: Request) -> KeyService:
     """The keys of the server's store, with its defaults, models and key cache."""
     app = state(request)
-    cache: KeyCache | None = getattr(app, "keys", None)
     settings = app.settings
     return KeyService(
         app.store,
@@ -131,7 +127,7 @@ def key_service(request: Request) -> KeyService:
         models=settings.models.keys(),
         default_page_size=settings.limits.default_page_size,
         max_page_size=settings.limits.max_page_size,
-        cache=cache,
+        cache=app.keys,
     )
 
 
