@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
@@ -217,7 +218,7 @@ async def send(
     )
     if streamed:
         return _stream_answer(app, result)
-    return _json_answer(result.start.user_message, await app.replies.outcome(result))
+    return _json_answer(result, await app.replies.outcome(result))
 
 
 def _check_text(name: str, value: str | None, limit: int) -> None:
@@ -254,13 +255,21 @@ def _stream_answer(app: AppState, result: SendResult) -> EventStreamResponse:
     return _events(app, result.source, after=-1)
 
 
-def _json_answer(user_message: Message, outcome: ReplyOutcome) -> JSONResponse:
-    """The one JSON answer of a send, live or replayed alike."""
-    body: dict[str, Any] = {} if outcome.complete else outcome.error_body()
-    body["user_message"] = message_dict(user_message)
+def _json_answer(result: SendResult, outcome: ReplyOutcome) -> Response:
+    """The one JSON answer of a send, live or replayed alike.
+
+    Put together from each message's own JSON: the user message's was made once for the
+    reply's first event, and orjson encodes the rest (Starlette's `JSONResponse` would
+    run the standard library's encoder over both messages again).
+    """
+    user = result.user_json or orjson.dumps(message_dict(result.start.user_message))
+    parts = [b'{"user_message":', user]
+    if not outcome.complete:
+        parts[0] = orjson.dumps(outcome.error_body())[:-1] + b',"user_message":'
     if outcome.message is not None:
-        body["assistant_message"] = message_dict(outcome.message)
-    return JSONResponse(body, outcome.status_code)
+        parts += [b',"assistant_message":', orjson.dumps(message_dict(outcome.message))]
+    parts.append(b"}")
+    return Response(b"".join(parts), outcome.status_code, media_type="application/json")
 
 
 @router.get(

@@ -68,6 +68,8 @@ class SendResult:
     outcome: ReplyOutcome | None
     #: How long a caller waits for the outcome at most (the reply's timeout + commit).
     wait_seconds: float
+    #: The user message as JSON, when it was already encoded (for the reply's first event).
+    user_json: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -153,11 +155,12 @@ class ReplyService:
             return self._replayed(start)
         conversation, user_message = start.conversation, start.user_message
         self.working_set.record_messages(owner_id, conversation_id, conversation, user_message)
+        user_json = message_json(user_message)
         reply = self.hub.open(
             reply_id=user_message.id,
             conversation_id=conversation_id,
             owner_id=owner_id,
-            message_event=message_json(user_message),
+            message_event=user_json,
         )
         running = _Running()
         task = running.task = asyncio.create_task(
@@ -175,7 +178,8 @@ class ReplyService:
                 del self._running[conversation_id]
 
         task.add_done_callback(forget)
-        return SendResult(start, self.hub.find(owner_id, conversation_id), None, self._wait(start))
+        source = self.hub.find(owner_id, conversation_id)
+        return SendResult(start, source, None, self._wait(start), user_json)
 
     def _replayed(self, start: ReplyStart) -> SendResult:
         assistant = start.assistant_message
