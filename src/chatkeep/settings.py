@@ -321,6 +321,8 @@ class AccessSettings(Section):
     # counted over at most max_tracked_clients addresses.
     failed_per_minute: int = Field(default=30, ge=1)
     max_tracked_clients: int = Field(default=10_000, ge=1)
+    # Unrevoked keys one owner may hold (a key can make keys: this bounds how many).
+    max_keys_per_owner: int = Field(default=1000, ge=1)
     # The limits of a key created without its own (`chatkeep keys create`).
     rate: float = Field(default=20.0, gt=0)
     burst: int = Field(default=40, ge=1)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from chatkeep.auth.secrets import hash_secret, new_secret
 from chatkeep.domain.keys import ADMIN_CREATOR, ApiKey, KeyLimits
-from chatkeep.errors import Conflict, InvalidRequest, NotFound
+from chatkeep.errors import Conflict, InvalidRequest, NotFound, StorageError
 from chatkeep.storage.base import Store
 from chatkeep.storage.sqlite import SQLiteStore
 from tests.storage.conftest import SteppingClock
@@ -128,3 +130,29 @@ async def test_the_secret_is_never_in_the_database_file(store: Store) -> None:
     assert hash_secret(secret).encode() in data
     assert secret.encode() not in data
     assert secret[3:].encode() not in data
+
+
+async def test_an_owner_holds_at_most_max_active_unrevoked_keys(store: Store) -> None:
+    for n in range(3):
+        await store.create_api_key(
+            make_key(f"key_a{n}", "alice", 100.0 + n), secret_hash=f"hash-a{n}", max_active=3
+        )
+    with pytest.raises(Conflict, match="3 active keys"):
+        await store.create_api_key(
+            make_key("key_a3", "alice", 200.0), secret_hash="hash-a3", max_active=3
+        )
+    # Another owner has a bound of their own; a revoke makes room.
+    await store.create_api_key(make_key("key_b0", "bob", 200.0), secret_hash="b", max_active=3)
+    await store.revoke_api_key("key_a0", owner_id="alice")
+    await store.create_api_key(make_key("key_a3", "alice", 300.0), secret_hash="a3", max_active=3)
+    assert await store.find_api_key("a3") is not None
+
+
+async def test_a_shared_store_refuses_crash_recovery(tmp_path: Path) -> None:
+    shared = SQLiteStore(tmp_path / "chatkeep.sqlite3", shared=True)
+    await shared.open()
+    try:
+        with pytest.raises(StorageError, match="shared"):
+            await shared.recover_open_replies()
+    finally:
+        await shared.close()

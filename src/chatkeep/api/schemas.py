@@ -211,6 +211,7 @@ EVENT_STREAM: dict[str, Any] = {"text/event-stream": {"schema": SSE_EVENT_SCHEMA
 
 _ERRORS = {
     401: "Missing or wrong credentials.",
+    403: "The credential may not do this.",
     404: "No such conversation (for this owner).",
     409: "A reply is still being generated.",
     413: "The body is over the limit.",

@@ -103,7 +103,9 @@ class KeyService:
             created_at=self._clock(),
             created_by=creator.id if creator is not None else ADMIN_CREATOR,
         )
-        await self.store.create_api_key(key, secret_hash=hash_secret(secret))
+        await self.store.create_api_key(
+            key, secret_hash=hash_secret(secret), max_active=self.defaults.max_keys_per_owner
+        )
         return IssuedKey(key, secret)
 
     async def list(

@@ -11,16 +11,28 @@ import abc
 
 from chatkeep.domain.keys import ApiKey
 from chatkeep.domain.records import Page
+from chatkeep.errors import Conflict
+
+
+def too_many_keys(owner_id: str, max_active: int) -> Conflict:
+    """The refusal of one key more than an owner may hold."""
+    return Conflict(
+        f"owner {owner_id} already has {max_active} active keys, the most allowed "
+        "(CHATKEEP_AUTH_MAX_KEYS_PER_OWNER); revoke one first"
+    )
 
 
 class KeyStore(abc.ABC):
     """Durable API keys: stored hashed, listed without secrets, revoked, never deleted."""
 
     @abc.abstractmethod
-    async def create_api_key(self, key: ApiKey, *, secret_hash: str) -> None:
+    async def create_api_key(
+        self, key: ApiKey, *, secret_hash: str, max_active: int | None = None
+    ) -> None:
         """Store ``key`` with the hash of its secret (committed before it returns).
 
-        `Conflict` when its id or its hash is already stored.
+        `Conflict` when its id or its hash is already stored, or (with ``max_active``) when
+        its owner already has that many unrevoked keys, counted in the same transaction.
         """
 
     @abc.abstractmethod

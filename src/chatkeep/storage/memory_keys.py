@@ -10,6 +10,7 @@ from chatkeep.domain.keys import ApiKey
 from chatkeep.domain.records import Page
 from chatkeep.errors import Conflict, NotFound
 from chatkeep.storage.base import decode_cursor, encode_cursor
+from chatkeep.storage.key_store import too_many_keys
 
 
 @dataclass(slots=True)
@@ -29,10 +30,18 @@ class MemoryKeys:
         # Made on first use: `MemoryStore.__init__` does not know about its mixins.
         return _KeyTable()
 
-    async def create_api_key(self, key: ApiKey, *, secret_hash: str) -> None:
+    async def create_api_key(
+        self, key: ApiKey, *, secret_hash: str, max_active: int | None = None
+    ) -> None:
         table = self._key_table
         if key.id in table.by_id or secret_hash in table.id_by_hash:
             raise Conflict(f"key {key.id} (or its secret) is already stored")
+        if max_active is not None:
+            active = sum(
+                1 for k in table.by_id.values() if k.owner_id == key.owner_id and not k.revoked
+            )
+            if active >= max_active:
+                raise too_many_keys(key.owner_id, max_active)
         table.by_id[key.id] = key
         table.id_by_hash[secret_hash] = key.id
 

@@ -19,6 +19,7 @@ from chatkeep.domain.keys import ApiKey, KeyLimits
 from chatkeep.domain.records import Page
 from chatkeep.errors import Conflict, NotFound
 from chatkeep.storage.base import decode_cursor, encode_cursor
+from chatkeep.storage.key_store import too_many_keys
 
 if TYPE_CHECKING:
     from chatkeep.storage.sqlite.group_commit import GroupCommitter
@@ -47,8 +48,17 @@ def key_from_row(row: sqlite3.Row | tuple[Any, ...]) -> ApiKey:
     )
 
 
-def insert_key(conn: sqlite3.Connection, key: ApiKey, secret_hash: str) -> None:
-    """Store a new key; an id or hash already stored is `Conflict`."""
+def insert_key(
+    conn: sqlite3.Connection, key: ApiKey, secret_hash: str, max_active: int | None = None
+) -> None:
+    """Store a new key; an id or hash stored already, or an owner at ``max_active``: `Conflict`."""
+    if max_active is not None:
+        (active,) = conn.execute(
+            "SELECT count(*) FROM api_keys WHERE owner_id = ? AND revoked_at IS NULL",
+            (key.owner_id,),
+        ).fetchone()
+        if active >= max_active:
+            raise too_many_keys(key.owner_id, max_active)
     limits = key.limits
     models = orjson.dumps(list(limits.models)).decode() if limits.models is not None else None
     try:
@@ -136,8 +146,10 @@ class SQLiteKeys:
 
         async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
 
-    async def create_api_key(self, key: ApiKey, *, secret_hash: str) -> None:
-        await self._committer.write(lambda conn: insert_key(conn, key, secret_hash))
+    async def create_api_key(
+        self, key: ApiKey, *, secret_hash: str, max_active: int | None = None
+    ) -> None:
+        await self._committer.write(lambda conn: insert_key(conn, key, secret_hash, max_active))
 
     async def find_api_key(self, secret_hash: str) -> ApiKey | None:
         return await self._read(lambda conn: select_key_by_hash(conn, secret_hash))

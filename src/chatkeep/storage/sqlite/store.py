@@ -381,6 +381,12 @@ class SQLiteStore(SQLiteKeys, SQLiteTransfer, Store):
         await self._committer.write(store)
 
     async def recover_open_replies(self, reason: str = RECOVERED_REASON) -> int:
+        if self._shared:
+            # Without the lock, the "open" replies may be a running server's live ones.
+            raise StorageError(
+                "a shared store (a tool beside a server) must not close open replies"
+            )
+
         def recover(conn: sqlite3.Connection) -> int:
             opened = open_replies(conn)
             now = self._clock()
