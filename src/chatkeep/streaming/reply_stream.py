@@ -17,6 +17,7 @@ Events are numbered: 0 is ``message`` (the committed user message), 1…n are
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from array import array
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -81,6 +82,11 @@ def committed_events(user_message: Message, outcome: ReplyOutcome) -> list[tuple
     return events
 
 
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class TooManySubscribers(Exception):
     """The stream already has as many readers as it allows."""
 
@@ -124,7 +130,10 @@ class ReplyStream:
         self._ends = array("q", [0])
         self._char_ends = array("q", [0])
         self._final: tuple[str, Any] | None = None
-        self._changed = asyncio.Event()
+        # Futures of readers waiting for the next event, and of callers waiting for the
+        # end: made by whoever waits, so a piece that nobody waits for costs no future.
+        self._waiters: list[asyncio.Future[None]] = []
+        self._end_waiters: list[asyncio.Future[None]] = []
         self.subscribers = 0
         self.started_at = self.last_activity = clock()
         self.finished_at: float | None = None
@@ -172,7 +181,8 @@ class ReplyStream:
             raise RuntimeError("stream already finished")
         if not piece:
             return
-        end = self._ends[-1] + len(piece.encode())
+        # isascii() is a flag lookup: most pieces need no encoding to be measured.
+        end = self._ends[-1] + (len(piece) if piece.isascii() else len(piece.encode()))
         if end > self._max_bytes:
             raise ReplyTooLong(
                 f"reply exceeded the stream buffer of {self._max_bytes} bytes and was cut"
@@ -194,24 +204,51 @@ class ReplyStream:
         self.outcome = outcome
         self.finished_at = self._clock()
         self._notify()
+        waiters, self._end_waiters = self._end_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def wait(self, within: float | None = None) -> ReplyOutcome | None:
-        """Wait at most ``within`` seconds for the end; the outcome, or None if not yet."""
+        """Wait at most ``within`` seconds for the end; the outcome, or None if not yet.
+
+        One future, woken by `finish` alone (not by every piece), and one timer.
+        """
+        if self.outcome is not None:
+            return self.outcome
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._end_waiters.append(waiter)
+        timer = None if within is None else loop.call_later(within, _wake, waiter)
         try:
-            async with asyncio.timeout(within):
-                while self.outcome is None:
-                    await self._changed.wait()
-        except TimeoutError:
-            return None
+            await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if self.outcome is None:
+                self._end_waiters.remove(waiter)
         return self.outcome
 
     def _is_shutdown(self) -> bool:
         return self.outcome is not None and self.outcome.code == ShuttingDown.code
 
     def _notify(self) -> None:
-        # Wake everyone waiting on the old event; new waiters get a fresh one.
-        self._changed.set()
-        self._changed = asyncio.Event()
+        if self._waiters:
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def _changed(self) -> None:
+        """Until the next `publish` or `finish`."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if not waiter.done() or waiter.cancelled():
+                with contextlib.suppress(ValueError):  # already taken by _notify
+                    self._waiters.remove(waiter)
 
     def _slice(self, after: int, through: int) -> str:
         """The text of deltas ``after + 1`` … ``through``."""
@@ -281,11 +318,11 @@ class ReplyStream:
                     )
                     return
                 if ping_seconds is None:
-                    await self._changed.wait()
+                    await self._changed()
                     continue
                 try:
                     async with asyncio.timeout(ping_seconds):
-                        await self._changed.wait()
+                        await self._changed()
                 except TimeoutError:
                     yield PING
         finally:
