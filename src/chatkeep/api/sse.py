@@ -90,7 +90,11 @@ class EventStreamResponse(Response):
                 body = encode_event(event, retry_ms=retry)
                 retry = None
                 deadline.reschedule(loop.time() + self.send_timeout)
-                await send({"type": "http.response.body", "body": body, "more_body": True})
+                # The last event ends the body in the same write (one send less a stream).
+                more = not event.final
+                await send({"type": "http.response.body", "body": body, "more_body": more})
+                if not more:
+                    return
                 deadline.reschedule(None)
             deadline.reschedule(loop.time() + self.send_timeout)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -115,15 +119,17 @@ async def stream_events(
             yield event
     except SlowConsumer as exc:
         payload = {"error": {"code": "slow_consumer", "message": str(exc)}}
-        yield StreamEvent("error", orjson.dumps(payload), exc.last_event_id)
+        yield StreamEvent("error", orjson.dumps(payload), exc.last_event_id, final=True)
     except TooManySubscribers as exc:
         payload = {"error": {"code": "too_many_subscribers", "message": str(exc)}}
-        yield StreamEvent("error", orjson.dumps(payload), f"{stream.reply_id}:{max(after, 0)}")
+        last_id = f"{stream.reply_id}:{max(after, 0)}"
+        yield StreamEvent("error", orjson.dumps(payload), last_id, final=True)
 
 
 async def replayed_events(
     reply_id: str, events: list[tuple[str, bytes]], first_index: int = 0
 ) -> AsyncIterator[StreamEvent]:
     """Events of a reply that is already committed, numbered like a live stream's."""
+    last = first_index + len(events) - 1
     for index, (event, data) in enumerate(events, start=first_index):
-        yield StreamEvent(event, data, f"{reply_id}:{index}")
+        yield StreamEvent(event, data, f"{reply_id}:{index}", final=index == last)

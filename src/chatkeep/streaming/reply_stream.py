@@ -47,6 +47,8 @@ class StreamEvent:
     id: str
     #: Milliseconds the client should wait before it reconnects, when the event says so.
     retry_ms: int | None = None
+    #: True for the last event of a stream (``done`` or ``error``): nothing follows it.
+    final: bool = False
 
 
 #: How long a client cut off by a server stop waits before it reconnects (to this
@@ -314,7 +316,11 @@ class ReplyStream:
                     event, payload = self._final
                     retry = SHUTDOWN_RETRY_MS if self._is_shutdown() else None
                     yield StreamEvent(
-                        event, orjson.dumps(payload), self.event_id(head + 1), retry_ms=retry
+                        event,
+                        orjson.dumps(payload),
+                        self.event_id(head + 1),
+                        retry_ms=retry,
+                        final=True,
                     )
                     return
                 if ping_seconds is None:
