@@ -21,6 +21,7 @@ under these names on the way in is overwritten: nothing is taken from whoever bu
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -30,6 +31,8 @@ from chatkeep.api.errors import chatkeep_error_response
 from chatkeep.api.middleware.credentials import read_credential
 from chatkeep.domain.keys import ApiKey
 from chatkeep.errors import ChatkeepError, Forbidden, RateLimited, Unauthorized
+
+logger = logging.getLogger("chatkeep.auth")
 
 #: The scope key holding the owner id of a request.
 OWNER_SCOPE_KEY = "chatkeep.owner"
@@ -118,7 +121,7 @@ class AuthMiddleware:
                 )
         credential = read_credential(scope["headers"])
         if credential.problem is not None:
-            self._failed(address)
+            self._failed(address, credential.problem)
             raise Unauthorized(credential.problem)
         secret = credential.secret
         path: str = scope["path"]
@@ -136,14 +139,14 @@ class AuthMiddleware:
         if secret is None:
             if (admin_route or path == "/metrics") and self._loopback_may_enter(scope, path):
                 return
-            self._failed(address)
+            self._failed(address, "no credential")
             raise Unauthorized(
                 "this server needs an API key: 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
             )
         assert self.lookup is not None
         key = await self.lookup(secret) if _plausible(secret) else None
         if key is None:
-            self._failed(address)
+            self._failed(address, "an unknown or revoked key")
             raise Unauthorized("the API key is not valid (unknown or revoked)")
         if admin_route or path == "/metrics":
             raise Forbidden(f"{'/admin' if admin_route else '/metrics'} needs the admin token")
@@ -158,7 +161,10 @@ class AuthMiddleware:
             return False
         return self.is_direct_loopback(scope)
 
-    def _failed(self, address: str) -> None:
+    def _failed(self, address: str, why: str) -> None:
+        # Said without the credential itself: a secret never reaches a log line (the
+        # repeat filter folds a flood of these into a few lines).
+        logger.warning("authentication failed from %s: %s", address, why)
         if self.attempts is not None:
             self.attempts.record(address)
 
