@@ -1,14 +1,17 @@
 """The provider pool in numbers: its overhead, the tail hedging cuts, and failover.
 
-    .venv/bin/python bench/pool.py            # about 6 minutes
+    .venv/bin/python bench/pool.py --profile  # about 6 minutes
 
 Three parts, each with its own fake backends (``chatkeep fake-llm``) and its own chatkeep
 (``chatkeep serve``), started and stopped here:
 
 1. overhead (`pool_overhead`): the ``/v1`` passthrough, JSON, c=1 and c=32, through a
-   one-backend pool against today's plain model on the same backend (wrk);
-2. tail (`pool_tail`): p99 time to first token of two backends slow 5% of the time,
-   without hedging, with a fixed hedge delay and adaptive (streaming client);
+   one-backend pool against today's plain model on the same backend (wrk); with
+   ``--profile``, also the pool's own frames per request (py-spy, `pool_profile`);
+2. tail (`pool_tail`): p99 time to first token of two backends slow 5% of the time
+   (400 ms instead of 10 ms), without hedging, with a fixed hedge delay (80 ms: above
+   what a fast reply takes on a loaded machine, or the budget goes to fast replies) and
+   adaptive (streaming client);
 3. failover (`pool_failover`): success and p99 while one of three backends is killed
    (SIGKILL) and restarted on its port every 10 s (streaming client).
 
@@ -31,6 +34,7 @@ from typing import Any
 import machine
 from pool_failover import failover_table, run_failover
 from pool_overhead import overhead_rows, overhead_table, run_overhead
+from pool_profile import find_py_spy
 from pool_tail import run_tail, tail_table
 from wrk import WrkGenerator, find_wrk
 
@@ -47,11 +51,11 @@ def _options(argv: list[str] | None) -> argparse.Namespace:
     add("--warmup", type=float, default=1.0, help="overhead: unmeasured wrk run before each")
     add("--tail-requests", type=int, default=2000, help="tail: replies per model per round")
     add("--tail-warmup", type=int, default=300, help="tail: unmeasured replies per model")
-    add("--tail-concurrency", type=int, default=4, help="tail: client lanes")
-    add("--first-token-ms", type=float, default=5.0, help="tail: a fast first token")
+    add("--tail-concurrency", type=int, default=8, help="tail: client lanes")
+    add("--first-token-ms", type=float, default=10.0, help="tail: a fast first token")
     add("--slow-rate", type=float, default=0.05, help="tail: share of slow first tokens")
-    add("--slow-first-token-ms", type=float, default=200.0, help="tail: a slow first token")
-    add("--hedge-after-ms", type=float, default=25.0, help="tail: the fixed hedge delay")
+    add("--slow-first-token-ms", type=float, default=400.0, help="tail: a slow first token")
+    add("--hedge-after-ms", type=float, default=80.0, help="tail: the fixed hedge delay")
     add("--failover-seconds", type=float, default=40.0, help="failover: load with kills")
     add("--failover-steady", type=float, default=10.0, help="failover: load without kills")
     add("--failover-concurrency", type=int, default=8, help="failover: lanes per path")
@@ -59,6 +63,11 @@ def _options(argv: list[str] | None) -> argparse.Namespace:
     add("--failover-delay-ms", type=float, default=2.0, help="failover: between tokens")
     add("--kill-every", type=float, default=10.0, help="failover: seconds between kills")
     add("--down-seconds", type=float, default=2.0, help="failover: dead before the restart")
+    add(
+        "--profile",
+        action="store_true",
+        help="overhead: one more run of each model under py-spy (the pool's frames per request)",
+    )
     add("--output", type=Path, default=RESULTS, help="where the JSON goes")
     options = parser.parse_args(argv)
     parts = {part.strip() for part in options.parts.split(",") if part.strip()}
@@ -67,6 +76,9 @@ def _options(argv: list[str] | None) -> argparse.Namespace:
     if options.rounds < 1 or options.tail_requests < 100 or options.seconds <= 0:
         parser.error("--rounds must be >= 1, --tail-requests >= 100, --seconds positive")
     options.parts = [part for part in PARTS if part in parts]
+    options.py_spy = find_py_spy() if options.profile else None
+    if options.profile and options.py_spy is None:
+        parser.error("--profile needs py-spy (pip install py-spy)")
     return options
 
 

@@ -25,6 +25,7 @@ import psutil
 import pool_control
 import processes
 from load import LoadResult
+from pool_profile import read_profile, sampling
 from wrk import WrkGenerator
 
 #: The fake backend itself, chatkeep's plain model and its one-backend pool.
@@ -59,8 +60,12 @@ def _load(
     name: str,
     concurrency: int,
     options: argparse.Namespace,
+    profile: Path | None = None,
 ) -> tuple[LoadResult, float]:
-    """A warm-up, then the measured run of one target, and its server's µs of CPU a request."""
+    """A warm-up, then the measured run of one target, and its server's µs of CPU a request.
+
+    With ``profile``, py-spy samples the server during the measured run into that file.
+    """
     # The direct backend takes any model name; chatkeep routes on it.
     model = name if name != "direct" else "fake"
     process = psutil.Process(server.pid)
@@ -72,9 +77,33 @@ def _load(
 
     run(options.warmup)
     before = _cpu_seconds(process)
-    result = run(options.seconds)
+    if profile is None:
+        result = run(options.seconds)
+    else:
+        with sampling(options.py_spy, server.pid, profile):
+            result = run(options.seconds)
     cpu = _cpu_seconds(process) - before
     return result, round(cpu / max(1, result.requests) * 1e6, 1)
+
+
+def _profiled(
+    generator: WrkGenerator,
+    server: processes.Server,
+    concurrency: int,
+    work_dir: Path,
+    options: argparse.Namespace,
+) -> dict[str, Any]:
+    """One more run of each chatkeep model under py-spy: µs a request in the pool's frames."""
+    found: dict[str, Any] = {}
+    for name in ("plain", "pool"):
+        path = work_dir / f"profile-{name}-{concurrency}.txt"
+        result, cpu = _load(generator, server, name, concurrency, options, profile=path)
+        found[name] = {
+            "requests": result.requests,
+            "cpu_us_per_request": cpu,
+            **read_profile(path).per_request_us(result.requests),
+        }
+    return found
 
 
 def run_overhead(
@@ -111,6 +140,9 @@ def run_overhead(
                         f"p50 {row['p50_ms']:.3f} ms p99 {row['p99_ms']:.3f} ms "
                         f"CPU {row['cpu_us_per_request']:.0f} µs/request errors {row['errors']}"
                     )
+                if options.py_spy is not None:
+                    case["profile"] = _profiled(generator, chatkeep, concurrency, work_dir, options)
+                    _say(f"  profiled c={concurrency}: {case['profile']}")
                 cases.append({"concurrency": concurrency, **case})
         finally:
             chatkeep.stop()
@@ -121,6 +153,7 @@ def run_overhead(
         "seconds": options.seconds,
         "warmup_seconds": options.warmup,
         "rounds": options.rounds,
+        "profiled": options.py_spy is not None,
         "cases": cases,
     }
 
@@ -150,6 +183,7 @@ def overhead_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
                 "plain_cpu_us": plain["cpu_us_per_request"],
                 "pool_cpu_us": pool["cpu_us_per_request"],
                 "added_cpu_us": round(pool["cpu_us_per_request"] - plain["cpu_us_per_request"], 1),
+                "pool_frames_us": (case.get("profile") or {}).get("pool", {}).get("pool_frames_us"),
                 "errors": plain["errors"] + pool["errors"],
                 "met": ratio is not None
                 and ratio > 0.95
@@ -164,10 +198,11 @@ def overhead_table(data: dict[str, Any]) -> str:
     lines = [
         "| passthrough JSON | direct | plain model | one-backend pool | pool / plain "
         "| pool / plain, each round | p50 plain | p50 pool | added p50 "
-        "| CPU / request plain | pool | added | target |",
-        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|",
+        "| CPU / request plain | pool | added | in pool frames (profile) | target |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in overhead_rows(data):
+        frames = row["pool_frames_us"]
         lines.append(
             f"| c={row['concurrency']} | {row['direct_rps']:.0f}/s | {row['plain_rps']:.0f}/s "
             f"| {row['pool_rps']:.0f}/s | {row['throughput_ratio']:.3f} "
@@ -175,6 +210,7 @@ def overhead_table(data: dict[str, Any]) -> str:
             f"| {row['plain_p50_ms'] * 1000:.0f} µs | {row['pool_p50_ms'] * 1000:.0f} µs "
             f"| {row['added_p50_us']:+.0f} µs | {row['plain_cpu_us']:.0f} µs "
             f"| {row['pool_cpu_us']:.0f} µs | {row['added_cpu_us']:+.1f} µs "
+            f"| {'-' if frames is None else f'{frames:.1f} µs'} "
             f"| {'met' if row['met'] else 'missed'} |"
         )
     return "\n".join(lines)
