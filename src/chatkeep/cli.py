@@ -43,7 +43,7 @@ def serve(
 ) -> None:
     """Serve the HTTP API."""
     from chatkeep.app import begin_shutdown, create_app
-    from chatkeep.serving import GracefulServer
+    from chatkeep.serving import GracefulServer, bounded_head_protocol
 
     overrides: dict[str, object] = {}
     if host is not None:
@@ -104,7 +104,7 @@ def serve(
             host=settings.host,
             port=settings.port,
             loop="uvloop",
-            http="httptools",
+            http=bounded_head_protocol(settings.limits.max_header_bytes),
             # Our handler formats, truncates and rate-limits every record, uvicorn's included.
             log_config=None,
             log_level=None,

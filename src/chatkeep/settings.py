@@ -194,6 +194,8 @@ class LimitSettings(Section):
     """What one request may carry and one page may hold."""
 
     max_body_bytes: ByteSize = Field(default=ByteSize(1024 * 1024), ge=1024)
+    # The request line and headers together; more is 431 before the app sees them.
+    max_header_bytes: ByteSize = Field(default=ByteSize(64 * 1024), ge=1024)
     max_message_chars: int = Field(default=100_000, ge=1)
     max_page_size: int = Field(default=200, ge=1)
     default_page_size: int = Field(default=50, ge=1)
