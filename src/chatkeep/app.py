@@ -45,6 +45,7 @@ from chatkeep.api.middleware.hot_routes import find_route
 from chatkeep.api.state import AppState
 from chatkeep.auth.key_cache import KeyCache
 from chatkeep.cache.working_set import WorkingSet
+from chatkeep.domain.keys import ApiKey
 from chatkeep.errors import ChatkeepError, UnknownModel
 from chatkeep.memory.watch import MemoryWatch, build_memory_watch
 from chatkeep.providers.registry import ProviderRegistry
@@ -266,7 +267,13 @@ def create_app(
     app.include_router(health.router)
     app.include_router(metrics_routes.router)
     app.layers = middleware_stack(
-        app, settings, metrics, watch.sampler.record_request, lookup=key_cache.lookup, quotas=quotas
+        app,
+        settings,
+        metrics,
+        watch.sampler.record_request,
+        lookup=key_cache.lookup,
+        known=key_cache.known,
+        quotas=quotas,
     )
     return app
 
@@ -292,6 +299,7 @@ def middleware_stack(
     on_request: Callable[[], None],
     *,
     lookup: KeyLookup,
+    known: Callable[[str], ApiKey | None],
     quotas: Quotas,
 ) -> list[Middleware]:
     """The one middleware stack, outermost first; every request goes through all of it.
@@ -335,6 +343,7 @@ def middleware_stack(
             admin_token=settings.admin_token,
             metrics_token=settings.access.metrics_token,
             lookup=lookup,
+            known=known,
             attempts=quotas.attempts,
             is_direct_loopback=admin.is_direct_loopback,
         ),

@@ -66,7 +66,12 @@ PATHS = ["/api/conversations", "/v1/models", "/admin/stats", "/metrics", "/healt
 
 
 def _client(
-    *, mode: str = "keys", loopback: bool = False, attempts: Attempts | None = None, **kw: Any
+    *,
+    mode: str = "keys",
+    loopback: bool = False,
+    attempts: Attempts | None = None,
+    known: tuple[str, ...] = (),
+    **kw: Any,
 ) -> tuple[httpx.AsyncClient, Lookups]:
     lookups = Lookups()
     inner = Starlette(routes=[Route(path, _echo_scope) for path in PATHS])
@@ -77,6 +82,7 @@ def _client(
         admin_token=kw.get("admin_token", ADMIN),
         metrics_token=kw.get("metrics_token", METRICS),
         lookup=lookups,
+        known=lambda secret: _key("alice") if secret in known else None,
         attempts=attempts,
         is_direct_loopback=lambda scope: loopback,
     )
@@ -214,3 +220,19 @@ async def test_in_none_mode_everyone_is_the_default_owner_and_scope_is_never_tru
 def test_keys_mode_without_a_lookup_is_a_wiring_error() -> None:
     with pytest.raises(ValueError, match="lookup"):
         AuthMiddleware(lambda *a: None, mode="keys", default_owner="d", admin_token=None)  # type: ignore[arg-type]
+
+
+async def test_a_blocked_address_still_lets_in_a_key_known_good_and_the_tokens() -> None:
+    attempts = Attempts(limit=1)
+    client, lookups = _client(attempts=attempts, known=(ALICE,))
+    async with client:
+        assert (await client.get("/v1/models", headers={"x-api-key": "ck_x"})).status_code == 401
+        known = await client.get("/v1/models", headers={"x-api-key": ALICE})
+        guess = await client.get("/v1/models", headers={"x-api-key": "ck_guess"})
+        admin = await client.get("/admin/stats", headers={"x-api-key": ADMIN})
+        user_on_admin = await client.get("/admin/stats", headers={"x-api-key": ALICE})
+    assert known.status_code == 200 and known.json()["owner"] == "alice"
+    assert guess.status_code == 429
+    assert admin.status_code == 200
+    assert user_on_admin.status_code == 429
+    assert lookups.asked == ["ck_x"]

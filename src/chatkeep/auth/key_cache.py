@@ -96,6 +96,19 @@ class KeyCache:
         key = await asyncio.shield(loading)
         return key if key is not None and key.revoked_at is None else None
 
+    def known(self, secret: str) -> ApiKey | None:
+        """The valid key ``secret`` belongs to when it is cached and fresh; never reads the store.
+
+        For a client address that is being refused for its failed attempts: a key it has
+        been using still works, a guess costs nothing.
+        """
+        if not looks_like_key(secret):
+            return None
+        entry = self._entries.get(hash_secret(secret))
+        if entry is None or self._clock() >= entry.expires or entry.key.revoked_at is not None:
+            return None
+        return entry.key
+
     def forget(self, key_id: str) -> None:
         """Drop ``key_id``'s entry: its next lookup reads the store (after a revoke)."""
         self._generation += 1

@@ -10,7 +10,8 @@ With ``CHATKEEP_AUTH=none`` every request acts for the one configured owner. Wit
   or the metrics token; with neither token set, those stay with direct loopback clients;
 * anything else — no credential, an unknown or revoked key — is ``401`` with the JSON
   error shape, and counts as a failed attempt of the client's address: past
-  ``auth_failed_per_minute`` that address gets ``429`` before its keys are even looked at.
+  ``auth_failed_per_minute`` that address gets ``429`` before its keys are even looked at,
+  except a key already in the cache (a client that was working keeps working).
 
 Tokens are compared in constant time; keys are found by the hash of their secret, through
 a bounded cache, so a known key costs a dict lookup. ``scope["chatkeep.admin"]`` tells the
@@ -69,6 +70,7 @@ class AuthMiddleware:
         admin_token: str | None,
         metrics_token: str | None = None,
         lookup: KeyLookup | None = None,
+        known: Callable[[str], ApiKey | None] = lambda secret: None,
         attempts: AttemptLimiter | None = None,
         is_direct_loopback: Callable[[Scope], bool] = lambda scope: False,
     ) -> None:
@@ -80,6 +82,7 @@ class AuthMiddleware:
         self.admin_token = admin_token.encode() if admin_token else None
         self.metrics_token = metrics_token.encode() if metrics_token else None
         self.lookup = lookup
+        self.known = known
         self.attempts = attempts
         self.is_direct_loopback = is_direct_loopback
 
@@ -112,14 +115,21 @@ class AuthMiddleware:
     async def _identify(self, scope: Scope) -> None:
         """Put the request's owner (and key, or admin flag) in ``scope``, or raise why not."""
         address = _client_address(scope)
-        if self.attempts is not None:
-            wait = self.attempts.retry_after(address)
-            if wait is not None:
+        credential = read_credential(scope["headers"])
+        wait = self.attempts.retry_after(address) if self.attempts is not None else None
+        if wait is not None and not self._is_any_token(credential.secret):
+            # The address is refused for its failures (one client guessing, or a stale key
+            # behind a shared NAT or proxy): a key already known to be good still gets in,
+            # anything else is refused without being looked up.
+            key = self.known(credential.secret) if credential.secret else None
+            if key is None or scope["path"].startswith("/admin") or scope["path"] == "/metrics":
                 raise RateLimited(
                     "too many failed attempts to authenticate from this address; retry later",
                     wait,
                 )
-        credential = read_credential(scope["headers"])
+            scope[OWNER_SCOPE_KEY] = key.owner_id
+            scope[KEY_SCOPE_KEY] = key
+            return
         if credential.problem is not None:
             self._failed(address, credential.problem)
             raise Unauthorized(credential.problem)
@@ -152,6 +162,11 @@ class AuthMiddleware:
             raise Forbidden(f"{'/admin' if admin_route else '/metrics'} needs the admin token")
         scope[OWNER_SCOPE_KEY] = key.owner_id
         scope[KEY_SCOPE_KEY] = key
+
+    def _is_any_token(self, secret: str | None) -> bool:
+        return self._is_token(secret, self.admin_token) or self._is_token(
+            secret, self.metrics_token
+        )
 
     def _loopback_may_enter(self, scope: Scope, path: str) -> bool:
         """Without their token configured, admin and metrics stay with direct loopback."""
