@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             found["overhead"] = run_overhead(WrkGenerator(executable), work_dir, options)
             found["overhead"]["rows"] = overhead_rows(found["overhead"])
         if "tail" in options.parts:
-            _say("tail: two backends slow 5% of the time, hedging off / fixed / adaptive")
+            share = f"{options.slow_rate:.0%}"
+            _say(f"tail: two backends slow {share} of the time, hedging off / fixed / adaptive")
             found["tail"] = run_tail(work_dir, options)
         if "failover" in options.parts:
             _say("failover: one of three backends killed and restarted in turn")
