@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.middleware import Middleware
@@ -40,8 +41,9 @@ from chatkeep.api.middleware import (
     MetricsMiddleware,
     StackedFastAPI,
 )
-from chatkeep.api.middleware.auth import KeyLookup
+from chatkeep.api.middleware.auth import PUBLIC_PATHS, KeyLookup
 from chatkeep.api.middleware.hot_routes import find_route
+from chatkeep.api.openapi import document_auth
 from chatkeep.api.state import AppState
 from chatkeep.auth.key_cache import KeyCache
 from chatkeep.cache.working_set import WorkingSet
@@ -266,6 +268,16 @@ def create_app(
     app.include_router(openai_routes.router)
     app.include_router(health.router)
     app.include_router(metrics_routes.router)
+    document = app.openapi
+
+    def openapi_with_auth() -> dict[str, Any]:
+        """FastAPI's document, with what the auth and quota layers answer before any route."""
+        found = document()
+        if "securitySchemes" not in found.get("components", {}):
+            document_auth(found, PUBLIC_PATHS)
+        return found
+
+    app.openapi = openapi_with_auth  # type: ignore[method-assign]
     app.layers = middleware_stack(
         app,
         settings,

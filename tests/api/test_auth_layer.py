@@ -128,6 +128,8 @@ async def test_the_same_key_in_both_headers_is_one_credential() -> None:
     async with client:
         headers = {"authorization": f"Bearer {ALICE}", "x-api-key": ALICE}
         assert (await client.get("/v1/models", headers=headers)).status_code == 200
+        headers = {"authorization": f"Bearer {ALICE}", "x-api-key": " "}
+        assert (await client.get("/v1/models", headers=headers)).status_code == 200
 
 
 async def test_admin_routes_want_the_admin_token_and_refuse_a_user_key() -> None:

@@ -144,3 +144,46 @@ CHAT_COMPLETION_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def chat_completion_parameters(body: ChatCompletionRequest) -> None:
     """Declares ``POST /v1/chat/completions``'s body (see the module docstring)."""
+
+
+#: Answers of the auth and quota layers, which run before any route (and so are not in
+#: any route's own ``responses``): which path gets which.
+_AUTH_ANSWERS = {
+    "401": "No credential, or not a valid one (see `WWW-Authenticate`).",
+    "403": "A valid credential that may not do this (a user key on an admin route).",
+    "429": "Over this key's rate or open replies, or too many failed attempts from this "
+    "address (with `Retry-After`).",
+}
+
+
+def document_auth(document: dict[str, Any], public_paths: frozenset[str]) -> dict[str, Any]:
+    """``document`` with the credentials every non-public operation takes, and its refusals.
+
+    Two security schemes (a bearer key, or ``x-api-key``), required by every operation
+    but the public ones; ``401``, ``403`` and ``429`` added to each of those operations'
+    answers, unless the route already says them.
+    """
+    components = document.setdefault("components", {})
+    components.setdefault("securitySchemes", {}).update(
+        {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "An API key (`ck_…`)"},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+        }
+    )
+    error = {"$ref": "#/components/schemas/ErrorAnswer"}
+    for path, operations in document.get("paths", {}).items():
+        if path in public_paths:
+            continue
+        for operation in operations.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            operation.setdefault("security", [{"bearer": []}, {"apiKey": []}])
+            for status, description in _AUTH_ANSWERS.items():
+                operation["responses"].setdefault(
+                    status,
+                    {
+                        "description": description,
+                        "content": {"application/json": {"schema": error}},
+                    },
+                )
+    return document

@@ -39,6 +39,8 @@ def read_credential(headers: Iterable[tuple[bytes, bytes]]) -> Credential:
         elif name != b"x-api-key":
             continue
         value = value.strip()
+        if not value:
+            continue  # an empty x-api-key (a client's unset variable) says nothing
         if found is not None and found != value:
             return Credential(problem="the request carries two different credentials")
         found = value
