@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import AsyncIterator
 
 import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+import chatkeep.api.middleware.metrics
 from chatkeep.memory.governor import MemoryGovernor
 from chatkeep.memory.profiler import MemoryProfiler
 from chatkeep.memory.sampler import MemoryReading, MemorySampler
 from chatkeep.memory.watch import MemoryWatch
-from tests.api.conftest import ClientFactory
+from chatkeep.providers.base import PassthroughResponse
+from chatkeep.service.pipeline import BackendWait
+from tests.api.conftest import ClientFactory, GatedProvider
 
 
 def _series(text: str, name: str) -> list[str]:
@@ -113,3 +120,100 @@ async def test_plain_routes_count_under_their_template(client: httpx.AsyncClient
     for route in ("/healthz", "/openapi.json"):
         assert any(f'route="{route}",status="200"' in s for s in series), series
     assert not any('route="unmatched"' in s for s in series), series
+
+
+class GatedRelay(GatedProvider):
+    """The gated model, also relaying ``/v1`` bodies: each released piece is one chunk."""
+
+    supports_passthrough = True
+
+    async def passthrough(self, body: bytes) -> PassthroughResponse:
+        self.started.set()
+        streamed = b'"stream":true' in body.replace(b" ", b"")
+
+        async def chunks() -> AsyncIterator[bytes]:
+            while (piece := await self._pieces.get()) is not None:
+                yield str(piece).encode()
+
+        kind = "text/event-stream" if streamed else "application/json"
+        return PassthroughResponse(200, kind, chunks())
+
+
+@pytest.fixture
+def gated() -> GatedRelay:
+    return GatedRelay()
+
+
+class TickingClock:
+    """Stands for ``time`` in the metrics middleware: a microsecond passes at every read."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def perf_counter(self) -> float:
+        self.now += 1e-6
+        return self.now
+
+
+def _histogram(text: str, name: str) -> dict[str, tuple[float, float]]:
+    """``{route: (count, sum)}`` of a histogram in a /metrics text."""
+    found: dict[str, list[float]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != name:
+            continue
+        for sample in family.samples:
+            entry = found.setdefault(sample.labels["route"], [0.0, 0.0])
+            if sample.name == f"{name}_count":
+                entry[0] = sample.value
+            elif sample.name == f"{name}_sum":
+                entry[1] = sample.value
+    return {route: (count, total) for route, (count, total) in found.items()}
+
+
+async def test_gateway_overhead_counts_model_calls_without_the_backend_wait(
+    make_client: ClientFactory, gated: GatedRelay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = TickingClock()
+    monkeypatch.setattr(chatkeep.api.middleware.metrics, "time", clock)
+    client = await make_client()
+    conversation = (await client.post("/api/conversations", json={"model": "gated"})).json()
+    send = f"/api/conversations/{conversation['id']}/messages"
+    completion = {"model": "gated", "messages": [{"role": "user", "content": "hi"}]}
+    calls = [
+        (send, {"content": "json"}, ("a", "b")),
+        (send, {"content": "streamed", "stream": True}, ("a", "b")),
+        ("/v1/chat/completions", completion, ('{"choices": []}',)),
+        ("/v1/chat/completions", {**completion, "stream": True}, ("data: {}\n\n",)),
+    ]
+    for url, body, pieces in calls:
+        gated.started.clear()
+        answer = asyncio.create_task(client.post(url, json=body))
+        await asyncio.wait_for(gated.started.wait(), 5)
+        clock.now += 5.0  # the backend thinks for five seconds
+        gated.release(*pieces, None)
+        assert (await asyncio.wait_for(answer, 5)).status_code == 200
+    await client.get(f"/api/conversations/{conversation['id']}")  # no model called
+
+    text = (await client.get("/metrics")).text
+    overhead = _histogram(text, "chatkeep_gateway_overhead_seconds")
+    duration = _histogram(text, "chatkeep_http_request_duration_seconds")
+    routes = {"/api/conversations/{conversation_id}/messages", "/v1/chat/completions"}
+    assert set(overhead) == routes
+    for route in routes:
+        count, spent = overhead[route]
+        assert count == 2
+        # Each request took over 5 s, all of it but a few clock ticks waiting on the backend.
+        assert duration[route][1] >= 2 * 5.0
+        assert 0 < spent < duration[route][1] / 1000
+
+
+def test_backend_wait_counts_the_first_call_and_an_open_one_up_to_now() -> None:
+    ticks = iter([10.0, 14.0, 20.0, 30.0])
+    wait = BackendWait(lambda: next(ticks))
+    assert wait.seconds(5.0) is None  # no model called
+    wait.begin()  # 10
+    assert wait.seconds(12.5) == 2.5  # still waiting: up to now
+    wait.end()  # 14
+    wait.begin()  # a second call (a summary, say) is not the request's
+    wait.end()
+    assert wait.seconds(99.0) == 4.0

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 UNMATCHED = "unmatched"
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+#: The gateway's own time: tenths of a millisecond on a passthrough, a durable send's
+#: commits (milliseconds) on a send.
+_OVERHEAD_BUCKETS = (0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1, 5)
 #: Why a caller was refused for its own limits (429): the label values of
 #: ``chatkeep_quota_refusals``, every one always present.
 QUOTA_REASONS = ("rate", "streams", "queue", "auth_failures")
@@ -62,6 +65,14 @@ class Metrics:
             "Time from request to the last byte of the answer (whole streams included).",
             ["route"],
             buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.overhead = Histogram(
+            "chatkeep_gateway_overhead_seconds",
+            "Time of a request that called a model, less its wait on the backend "
+            "(from the call to the backend's last byte).",
+            ["route"],
+            buckets=_OVERHEAD_BUCKETS,
             registry=self.registry,
         )
         self.commit_latency = Histogram(

@@ -34,7 +34,7 @@ from chatkeep.quotas.key_policy import (
     visible_models,
 )
 from chatkeep.serialize import usage_dict
-from chatkeep.service.pipeline import GenerationPipeline, Slot
+from chatkeep.service.pipeline import GenerationPipeline, Slot, backend_done
 
 _JSON = "application/json"
 _SSE = "text/event-stream"
@@ -117,6 +117,7 @@ async def _answer(
             answer = await pipeline.relay(model, body)
             if not streamed:
                 chunks = [chunk async for chunk in answer.body]
+                backend_done()
                 return Response(b"".join(chunks), answer.status, media_type=answer.content_type)
             chunks_iter = answer.body
             status, media_type = answer.status, answer.content_type

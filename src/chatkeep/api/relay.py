@@ -17,7 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from chatkeep.api.disconnect import until_disconnected
 from chatkeep.api.errors import error_response
-from chatkeep.service.pipeline import Stoppable
+from chatkeep.service.pipeline import Stoppable, backend_done
 
 #: What a relayed stream of server-sent events ends with when the server stops under it:
 #: an error event, as OpenAI's own streams report a failure (its clients raise it).
@@ -95,4 +95,5 @@ class RelayResponse(Response):
         )
         async for chunk in self.chunks:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        backend_done()
         await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -10,12 +10,16 @@ generation must pass (admission, a response cache, rate limits by owner) lands o
 
 The sinks differ: the durable send publishes pieces into the reply hub and commits the
 result; the passthrough writes them to its HTTP response.
+
+Both also note how long their request waited on the backend (`BackendWait`), so that the
+metrics can tell the gateway's own time from the model's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -23,6 +27,65 @@ from chatkeep.admission.queue import AdmissionQueue
 from chatkeep.errors import ProviderTimeout, ShuttingDown
 from chatkeep.providers.base import ChatRequest, Chunk, PassthroughResponse
 from chatkeep.providers.registry import ProviderRegistry
+
+
+class BackendWait:
+    """When a request's model call began and when its backend's last byte came.
+
+    The metrics middleware makes one per request and sets it in `BACKEND_WAIT`; a
+    generation task started by the request runs in a copy of its context, so the durable
+    send's reply notes its call here too. Only the first call counts (a request makes one
+    model call). Two clock reads per call, none per piece: the span from the call to the
+    last byte is the backend's, work between two pieces included, since with a model
+    that paces its tokens that work overlaps the backend's own pace.
+    """
+
+    __slots__ = ("_clock", "began", "ended")
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self.began: float | None = None
+        self.ended: float | None = None
+
+    def begin(self) -> None:
+        """The model call starts now (ignored after the first)."""
+        if self.began is None:
+            self.began = self._clock()
+
+    def end(self) -> None:
+        """The backend's answer is complete, or given up (ignored when not waiting)."""
+        if self.began is not None and self.ended is None:
+            self.ended = self._clock()
+
+    def seconds(self, now: float) -> float | None:
+        """Time spent waiting on the backend up to ``now``; ``None`` when nothing was called.
+
+        A call still open at ``now`` (a client that left while the reply goes on) counts
+        up to ``now``: the request's time since the call was all the backend's.
+        """
+        if self.began is None:
+            return None
+        return (self.ended if self.ended is not None else now) - self.began
+
+
+#: The current request's `BackendWait`; ``None`` outside a request (tests, summaries).
+BACKEND_WAIT: contextvars.ContextVar[BackendWait | None] = contextvars.ContextVar(
+    "chatkeep_backend_wait", default=None
+)
+
+
+def backend_called() -> None:
+    """Note that the current request's model call starts now."""
+    wait = BACKEND_WAIT.get()
+    if wait is not None:
+        wait.begin()
+
+
+def backend_done() -> None:
+    """Note that the current request's backend has sent its last byte."""
+    wait = BACKEND_WAIT.get()
+    if wait is not None:
+        wait.end()
 
 
 class Slot:
@@ -125,8 +188,10 @@ class GenerationPipeline:
     async def relay(self, model: str, body: bytes) -> PassthroughResponse:
         """Relay an OpenAI chat-completions body to ``model``'s backend unchanged.
 
-        The provider puts its backend's name for the model in, when that differs.
+        The provider puts its backend's name for the model in, when that differs. The
+        caller calls `backend_done` once the body has been read.
         """
+        backend_called()
         return await self.providers.route(model).provider.passthrough(body)
 
 
@@ -167,6 +232,7 @@ async def _idle_bounded(chunks: AsyncIterator[Chunk], idle_seconds: float) -> As
         )
 
     iterator = aiter(chunks)
+    backend_called()
     try:
         while True:
             if loop.time() >= due():
@@ -187,6 +253,7 @@ async def _idle_bounded(chunks: AsyncIterator[Chunk], idle_seconds: float) -> As
             raise expired() from None
         raise
     finally:
+        backend_done()
         if handle is not None:
             handle.cancel()
         aclose = getattr(iterator, "aclose", None)

@@ -5,6 +5,11 @@ a body refused for its size (and, later, a missing key or a rate limit). Such a 
 has no route in its scope yet; its template is then found by matching the app's route
 patterns against its path, as for routes that do not put themselves in the scope
 (Starlette's plain routes).
+
+A request that called a model is also observed in the gateway overhead histogram: its
+time less the span from the model call to the backend's last byte, noted by the
+generation pipeline in the request's `BackendWait`: the number gateways are compared by,
+which a slow model cannot hide or inflate.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatkeep.api.metrics import UNMATCHED, Metrics
+from chatkeep.service.pipeline import BACKEND_WAIT, BackendWait
 
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 
@@ -24,10 +30,10 @@ _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"
 class MetricsMiddleware:
     """``MetricsMiddleware(app, metrics=..., on_request=..., routes=...)``.
 
-    Counts each HTTP request and observes its latency (whole streams included), then
-    calls ``on_request`` (the memory sampler counts requests). ``routes`` (every route,
-    one by one, not routers) name the template of a request answered before routing.
-    Non-HTTP scopes pass through.
+    Counts each HTTP request and observes its latency (whole streams included) and, when
+    it called a model, its gateway overhead; then calls ``on_request`` (the memory
+    sampler counts requests). ``routes`` (every route, one by one, not routers) name the
+    template of a request answered before routing. Non-HTTP scopes pass through.
     """
 
     def __init__(
@@ -51,8 +57,11 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
+        clock = time.perf_counter
+        started = clock()
         status = 500
+        wait = BackendWait(clock)
+        token = BACKEND_WAIT.set(wait)
 
         async def send_with_status(message: Message) -> None:
             nonlocal status
@@ -63,10 +72,15 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_with_status)
         finally:
+            BACKEND_WAIT.reset(token)
+            ended = clock()
             template = self._template(scope)
             method = scope["method"] if scope["method"] in _METHODS else "OTHER"
             self.metrics.requests.labels(template, method, str(status)).inc()
-            self.metrics.latency.labels(template).observe(time.perf_counter() - started)
+            self.metrics.latency.labels(template).observe(ended - started)
+            waited = wait.seconds(ended)
+            if waited is not None:
+                self.metrics.overhead.labels(template).observe(ended - started - waited)
             if self.on_request is not None:
                 self.on_request()
 
