@@ -5,7 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 RUN_STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench clean
+.PHONY: run keys test lint typecheck bench clean
+
+# More arguments for `make run` (serve) and `make keys`: make run ARGS="--host 0.0.0.0"
+ARGS ?=
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +23,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $@ $(RUN_STAMP)
 
 run: $(RUN_STAMP)
-	$(BIN)/chatkeep serve
+	$(BIN)/chatkeep serve $(ARGS)
+
+keys: $(RUN_STAMP)
+	$(BIN)/chatkeep keys $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests $(wildcard bench)
