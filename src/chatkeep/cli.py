@@ -18,6 +18,9 @@ from chatkeep.errors import StorageError
 from chatkeep.logs import configure_logging
 from chatkeep.settings import load_settings, unknown_variables
 
+#: The shortest admin token `serve` accepts on a network address.
+MIN_NETWORK_TOKEN_CHARS = 16
+
 app = typer.Typer(
     help="chatkeep: durable conversations for LLM applications, in bounded memory.",
     no_args_is_help=True,
@@ -63,6 +66,18 @@ def serve(
         typer.echo(
             f"refusing to listen on {settings.host}: /admin would be open to the network. "
             "Set CHATKEEP_ADMIN_TOKEN, or bind a loopback address.",
+            err=True,
+        )
+        raise typer.Exit(code=2)
+    if (
+        settings.admin_token
+        and len(settings.admin_token) < MIN_NETWORK_TOKEN_CHARS
+        and not is_loopback(settings.host)
+    ):
+        typer.echo(
+            f"refusing to listen on {settings.host}: CHATKEEP_ADMIN_TOKEN is shorter than "
+            f"{MIN_NETWORK_TOKEN_CHARS} characters, which a network can guess. Make one with "
+            "python3 -c 'import secrets; print(secrets.token_hex(32))'.",
             err=True,
         )
         raise typer.Exit(code=2)

@@ -122,3 +122,13 @@ def test_serve_refuses_one_owner_for_everyone_on_network_address(
     result = CliRunner().invoke(cli_app, ["serve", "--host", "0.0.0.0"])
     assert result.exit_code == 2
     assert "CHATKEEP_AUTH=keys" in result.output
+
+
+def test_serve_refuses_a_short_admin_token_on_network_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CHATKEEP_AUTH", "keys")
+    monkeypatch.setenv("CHATKEEP_ADMIN_TOKEN", "x")
+    result = CliRunner().invoke(cli_app, ["serve", "--host", "0.0.0.0"])
+    assert result.exit_code == 2
+    assert "shorter than 16" in result.output
