@@ -11,6 +11,14 @@ Starts the fake backend (``chatkeep fake-llm --tokens 16``) and chatkeep in fron
   streamed, at concurrency 1 and 32;
 * chatkeep's resident memory when idle, and after 20 000 requests with its slope.
 
+and, asked for with ``--parts``, what independent gateway boards report:
+
+* ``frontier``: the highest offered rate whose p99 stays under 1, 5, 10 and 50 ms (open
+  loop, `frontier`), direct, through the passthrough and as durable sends;
+* ``streams``: how many streamed replies at once arrive with no token lost or late
+  (`streams`), with the time to first token and the longest gap against direct;
+* ``burst``: RSS idle → steady → after a 10x burst (`burst`).
+
 Load comes from ``wrk`` when it is installed, else from the soak engine. A table of ratios
 chatkeep / direct backend is printed, and every raw number goes to
 ``bench/results/latest.json``.
@@ -21,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -30,12 +39,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import burst
+import frontier
 import machine
 import prepare
 import processes
 import report
 import resident
 import soakgen
+import streams
+import streams_report
 from load import LoadGenerator, LoadResult
 from processes import Server
 from wrk import WrkGenerator, find_wrk
@@ -87,8 +100,34 @@ def _options(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--parts",
         default="gateway,durable,memory",
-        help="comma-separated parts to run: gateway (with TTFT), durable, memory",
+        help="comma-separated parts to run: gateway (with TTFT), durable, memory; and the "
+        "gateway boards' frontier, streams, burst",
     )
+    boards = parser.add_argument_group("gateway boards (parts frontier, streams, burst)")
+    boards.add_argument("--frontier-start", type=float, default=100.0, help="first rate (req/s)")
+    boards.add_argument("--frontier-factor", type=float, default=2**0.5, help="rate step factor")
+    boards.add_argument("--frontier-max", type=float, default=12_800.0, help="highest rate")
+    boards.add_argument("--frontier-seconds", type=float, default=2.0, help="shortest step")
+    boards.add_argument(
+        "--frontier-min-samples", type=int, default=500, help="requests a step, at least"
+    )
+    boards.add_argument(
+        "--frontier-lanes", type=int, default=64, help="connections of the open-loop generator"
+    )
+    boards.add_argument(
+        "--streams-counts", default="256,1000", help="comma-separated numbers of streams at once"
+    )
+    boards.add_argument("--stream-tokens", type=int, default=20, help="tokens per reply")
+    boards.add_argument(
+        "--stream-delay-ms", type=float, default=50.0, help="the backend's pause before a token"
+    )
+    boards.add_argument(
+        "--burst-concurrency", type=int, default=32, help="connections of the steady load"
+    )
+    boards.add_argument("--burst-factor", type=int, default=10, help="burst / steady connections")
+    boards.add_argument("--steady-seconds", type=float, default=10.0)
+    boards.add_argument("--burst-seconds", type=float, default=5.0)
+    boards.add_argument("--after-seconds", type=float, default=30.0, help="quiet after the burst")
     parser.add_argument("--output", type=Path, default=RESULTS, help="where the JSON goes")
     options = parser.parse_args(argv)
     if options.seconds <= 0 or options.rounds < 1 or options.memory_requests < 100:
@@ -290,6 +329,17 @@ def run_durable(
     return cases
 
 
+def _say_boards(boards: dict[str, Any]) -> None:
+    """The gateway boards' tables, for the parts that ran."""
+    if "frontier" in boards:
+        _say("\n" + frontier.table(boards["frontier"]))
+    if "streams" in boards:
+        _say("\n" + streams_report.table(boards["streams"]))
+        _say("\n" + report.targets_table(streams_report.targets(boards["streams"])))
+    if "burst" in boards:
+        _say("\n" + burst.table(boards["burst"]))
+
+
 def main(argv: list[str] | None = None) -> int:
     options = _options(argv)
     generator, generator_text = _generator(options.generator)
@@ -324,11 +374,18 @@ def main(argv: list[str] | None = None) -> int:
         if "durable" in parts:
             durable = run_durable(generator, chatkeep, work_dir, options, problems)
         after_load_rss = chatkeep.rss()
+        boards: dict[str, Any] = {}
+        if "frontier" in parts:
+            boards["frontier"] = frontier.run_frontier(fake.url, chatkeep.url, work_dir, options)
         chatkeep.stop()
         kinds = [kind.strip() for kind in options.memory_runs.split(",") if kind.strip()]
         if "memory" not in parts:
             kinds = []
         memory_runs = [resident.run_memory(kind, fake, work_dir, options) for kind in kinds]
+        if "streams" in parts:
+            boards["streams"] = streams.run_streams_part(work_dir, options)
+        if "burst" in parts:
+            boards["burst"] = burst.run_burst(generator, fake, work_dir, options)
 
     gateway_rows = report.gateway_rows(gateway)
     durable_rows = report.durable_rows(durable, gateway)
@@ -356,6 +413,9 @@ def main(argv: list[str] | None = None) -> int:
         "memory": {"idle": idle, "after_load_rss": after_load_rss, "runs": memory_runs},
         "targets": found,
     }
+    if boards:
+        boards["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
+        results["boards"] = boards
     options.output.parent.mkdir(parents=True, exist_ok=True)
     options.output.write_text(json.dumps(results, indent=2) + "\n")
 
@@ -367,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     _say(report.memory_table(idle, memory_runs))
     _say("")
     _say(report.targets_table(found))
+    _say_boards(boards)
     _say(f"\nraw results: {options.output}  ({results['duration_s']} s)")
     return 0
 
