@@ -2,9 +2,11 @@
 
 `ScriptedBackend` speaks OpenAI-compatible SSE, answers probes on ``/v1/models``, and
 does what the test sets, request by request: an error status (with ``Retry-After``),
-waiting on an event before its first token or after it, and going down and up again on
-the same port. It counts what it saw, disconnects included (aiohttp cancels a handler
-whose client went away), so a test can check that a cancelled request's connection was
+an opening sent before the first token (a role-only chunk, keep-alive comments, as
+OpenAI-style servers send), waiting on an event before its first token or after it,
+its connection dropped after the opening, and going down and up again on the same
+port. It counts what it saw, disconnects included (aiohttp cancels a handler whose
+client went away), so a test can check that a cancelled request's connection was
 really closed.
 """
 
@@ -43,6 +45,14 @@ class FakeClock:
         await asyncio.sleep(0)
 
 
+#: What an OpenAI-style stream sends before any text: the role, then a keep-alive comment.
+OPENING = (
+    b"data: "
+    + orjson.dumps({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
+    + b"\n\n: keep-alive\n\n"
+)
+
+
 def sse_piece(text: str) -> bytes:
     return (
         b"data: " + orjson.dumps({"choices": [{"index": 0, "delta": {"content": text}}]}) + b"\n\n"
@@ -59,7 +69,11 @@ class ScriptedBackend:
     #: Statuses for the next requests, in order, before ``status`` applies again.
     script: list[int] = field(default_factory=list)
     retry_after: str | None = None
-    #: Wait for this event before sending anything (a slow first token, or a hang).
+    #: Sent at once, before waiting for ``before_first`` (a stream's text-free opening).
+    opening: bytes | None = None
+    #: Drop the connection right after the opening, as a backend killed then would.
+    die_after_opening: bool = False
+    #: Wait for this event before the first token (a slow first token, or a hang).
     before_first: asyncio.Event | None = None
     #: Wait for this event after the first token (a reply in the middle of its stream).
     after_first: asyncio.Event | None = None
@@ -107,9 +121,16 @@ class ScriptedBackend:
             headers = {"Retry-After": self.retry_after} if self.retry_after else None
             body = orjson.dumps({"error": {"message": f"scripted {status}"}})
             return web.Response(status=status, body=body, headers=headers)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        if self.opening is not None:
+            await response.prepare(request)
+            await response.write(self.opening)
+            if self.die_after_opening:
+                assert request.transport is not None
+                request.transport.abort()  # no end of the chunked body: a cut stream
+                return response
         if self.before_first is not None:
             await self.before_first.wait()
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         await response.write(sse_piece("tok0 "))
         if self.after_first is not None:

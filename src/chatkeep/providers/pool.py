@@ -6,10 +6,11 @@ passthrough and summaries all get it. One reply through it:
 1. the balancer (`chatkeep.providers.balancing`) picks a backend among those whose
    breaker lets requests through and that are under their in-flight bound, preferring
    those not yet tried for this reply;
-2. the attempt runs until its first token (a streamed piece; for a relayed answer, its
-   first bytes), bounded by the backend's ``attempt_timeout_seconds`` and by what is
-   left of the reply's total deadline (``timeout_seconds``), which also bounds the rest
-   of the answer (`chatkeep.providers.http.attempt_limit`);
+2. the attempt runs until its first token (a streamed piece; for a relayed stream, its
+   first event with content, `chatkeep.providers.first_token`), bounded by the
+   backend's ``attempt_timeout_seconds`` and by what is left of the reply's total
+   deadline (``timeout_seconds``), which also bounds the rest of the answer
+   (`chatkeep.providers.http.attempt_limit`);
 3. with hedging on, a first token later than the hedge delay starts the same request
    on another healthy backend; the first to send a token wins, the other is cancelled
    and its connection closed (`chatkeep.providers.hedging`);
@@ -49,6 +50,7 @@ from chatkeep.providers.attempts import (
 from chatkeep.providers.backend import Backend, build_backend
 from chatkeep.providers.balancing import Balancer
 from chatkeep.providers.base import ChatRequest, Chunk, PassthroughResponse, Provider
+from chatkeep.providers.first_token import read_first_token
 from chatkeep.providers.health import BreakerState
 from chatkeep.providers.hedging import HedgeBudget, hedge_delay
 from chatkeep.providers.http import EXCERPT_BYTES, HTTPProvider, attempt_limit, status_error
@@ -148,7 +150,9 @@ class ProviderPool(Provider):
         """Relay ``body`` to one backend; ``429``/``5xx`` answers are retried like errors.
 
         Any other status is relayed as it is (a ``4xx`` is the client's to read). Once
-        the answer's first bytes are in, it is this backend's, to its end.
+        the answer's first token is in (a stream's first event with content, a JSON
+        answer's first bytes: `chatkeep.providers.first_token`), it is this backend's,
+        to its end; what was read to find it is relayed first, unchanged.
         """
 
         async def open_relay(backend: Backend) -> OpenRelay:
@@ -161,7 +165,10 @@ class ProviderPool(Provider):
                     )
                 if answer.status >= 400:
                     return OpenRelay(answer, None)
-                return OpenRelay(answer, await anext(answer.body, None))
+                first = await read_first_token(
+                    answer.body, answer.content_type, backend.provider.label
+                )
+                return OpenRelay(answer, first)
             except BaseException:
                 await aclose_quietly(answer.body)
                 raise
