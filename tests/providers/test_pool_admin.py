@@ -14,6 +14,7 @@ from prometheus_client.registry import Collector
 from chatkeep.api import provider_routes
 from chatkeep.app import create_app
 from chatkeep.providers.base import ChatRequest, Chunk
+from chatkeep.providers.pool_report import model_report
 from chatkeep.providers.registry import ProviderRegistry
 from chatkeep.settings import ModelConfig, Settings
 from tests.providers.conftest import StartFakeLLM
@@ -64,7 +65,7 @@ async def test_admin_providers_shows_each_backend_of_a_pool(
     b0, b1 = pooled["backends"]
     assert (b0["name"], b0["state"], b0["inflight"], b0["failures"]) == ("b0", "healthy", 0, 0)
     assert b0["ewma_ttft_ms"] is not None and b0["error_rate"] == 0.0
-    assert b0["hedges"] == {"won": 0, "lost": 0}
+    assert b0["hedges"] == {"won": 0, "lost": 0, "after_ms": 500.0}
     assert (b1["name"], b1["state"], b1["breaker"]["state"]) == ("b1", "cooldown", "open")
     assert b1["breaker"]["waits_for_probe"] is True
     assert "cannot connect" in b1["last_error"]
@@ -112,3 +113,21 @@ async def test_metric_series_are_per_model_and_configured_backend_name(
     )
     assert 'chatkeep_provider_retries_total{model="m"} 0.0' in text
     assert 'model="echo"' not in text  # a plain provider has no pool series
+
+
+async def test_an_adaptive_pool_shows_each_backends_learnt_hedge_delay(
+    fake_llm: StartFakeLLM, collect: Collect
+) -> None:
+    backend = await fake_llm(tokens=2)
+    clock = FakeClock()
+    models = {"m": pool_model(backend.url, hedge_after_ms="adaptive")}
+
+    async with registry_of(models, clock) as registry:
+        pool = registry.pools["m"]
+        learning = model_report("m", models["m"], pool)["backends"][0]["hedges"]["after_ms"]
+        for seconds in range(1, 21):  # 1..20 ms to first token: the p90 is 18 ms
+            pool.backends[0].health.first_token(seconds / 1000.0)
+        learnt = model_report("m", models["m"], pool)["backends"][0]["hedges"]["after_ms"]
+
+    assert learning is None  # fewer than 20 samples: no hedge yet
+    assert learnt == 36.0  # twice the p90

@@ -9,7 +9,8 @@ import pytest
 
 from chatkeep.fakellm import FakeLLMConfig
 from chatkeep.providers.base import ChatRequest, Chunk
-from chatkeep.providers.hedging import HedgeBudget, hedge_delay
+from chatkeep.providers.health import BackendHealth
+from chatkeep.providers.hedging import ADAPTIVE_PERCENTILE, HedgeBudget, hedge_delay
 from tests.providers.conftest import StartFakeLLM
 from tests.providers.pool_backends import (
     FakeClock,
@@ -153,12 +154,54 @@ def test_the_budget_is_a_bounded_token_counter() -> None:
     assert [quiet.spend() for _ in range(3)] == [True, True, False]
 
 
-def test_the_hedge_delay_is_fixed_or_the_primarys_p95() -> None:
+def test_the_hedge_delay_is_fixed_or_twice_the_primarys_p90() -> None:
+    assert ADAPTIVE_PERCENTILE == 0.9
     assert hedge_delay(None, 0.2) is None
     assert hedge_delay(250, None) == 0.25
     assert hedge_delay("adaptive", None) is None  # not enough samples yet
-    assert hedge_delay("adaptive", 0.3) == 0.3
+    assert hedge_delay("adaptive", 0.3) == 0.6
     assert hedge_delay("adaptive", 0.0) == 0.001
+
+
+def adaptive_delay(health: BackendHealth) -> float:
+    delay = hedge_delay("adaptive", health.ttft_percentile(ADAPTIVE_PERCENTILE))
+    assert delay is not None
+    return delay
+
+
+def test_the_adaptive_delay_lets_normal_replies_by_and_catches_the_slow_ones() -> None:
+    # A backend whose first token takes 10 to 19.9 ms, spread evenly.
+    normal = [0.010 + 0.0001 * index for index in range(100)]
+    health = BackendHealth(window=100, degraded_error_rate=0.5)
+    for seconds in normal:
+        health.first_token(seconds)
+    p95 = health.p95_ttft()
+    assert p95 is not None and sum(seconds > p95 for seconds in normal) == 5  # the budget
+    assert not any(seconds > adaptive_delay(health) for seconds in normal)
+
+    # The same backend 400 ms slow one time in twenty: the delay stays among the
+    # normal replies, clear of them, and far below the slow ones.
+    for seconds in normal[:95]:
+        health.first_token(seconds)
+    for _ in range(5):
+        health.first_token(0.4)
+    assert max(normal) < adaptive_delay(health) < 0.05
+
+
+def test_slow_attempts_hedged_away_keep_the_adaptive_delay_where_it_is() -> None:
+    # Once hedged, a slow attempt is cancelled before its token: only "at least the
+    # delay" is known. Kept as that bound, the delay is a fixed point even when the slow
+    # share is near one in ten; it would drift up if the bounds moved it.
+    health = BackendHealth(window=100, degraded_error_rate=0.5)
+    for index in range(100):
+        health.first_token(0.010 + 0.0001 * index)
+    delay = adaptive_delay(health)
+    for round_ in range(20):
+        for index in range(92):
+            health.first_token(0.010 + 0.0001 * index)
+        for _ in range(8):
+            health.no_token_after(delay + 0.012)  # cut off when the hedge's token came
+        assert adaptive_delay(health) == pytest.approx(delay), round_
 
 
 async def test_adaptive_hedging_waits_for_enough_samples_then_uses_the_p95(
@@ -166,7 +209,7 @@ async def test_adaptive_hedging_waits_for_enough_samples_then_uses_the_p95(
 ) -> None:
     primary = await scripted()
     other = await scripted()
-    # The fake clock stands still: every measured time to first token is 0, so the p95
+    # The fake clock stands still: every measured time to first token is 0, so the p90
     # is 0 and the adaptive delay its floor (1 ms) once 20 samples are in.
     clock = FakeClock()
     model = pool_model(
@@ -184,7 +227,7 @@ async def test_adaptive_hedging_waits_for_enough_samples_then_uses_the_p95(
         primary.before_first = None
         for _ in range(19):
             await collect(pool.stream(REQUEST))
-        assert pool.backends[0].health.p95_ttft() == 0.0
+        assert pool.backends[0].health.ttft_percentile(ADAPTIVE_PERCENTILE) == 0.0
 
         primary.before_first = asyncio.Event()
         chunks, error = await collect(pool.stream(REQUEST))
@@ -193,3 +236,30 @@ async def test_adaptive_hedging_waits_for_enough_samples_then_uses_the_p95(
         assert other.requests == 1
         assert pool.backends[1].health.hedges_won == 1
         assert await disconnected(primary)
+
+
+async def test_a_hedged_away_primary_counts_what_it_waited_as_its_time_to_first_token(
+    scripted: StartScripted, collect: Collect
+) -> None:
+    slow = await scripted(before_first=asyncio.Event())
+    hedge = await scripted(before_first=asyncio.Event())
+    clock = FakeClock()
+    model = pool_model(slow.url, hedge.url, balancing="ordered", hedge_after_ms=10, hedge_budget=1)
+
+    async with registry_of({"m": model}, clock) as registry:
+        pool = registry.pools["m"]
+        reply = asyncio.ensure_future(collect(pool.stream(REQUEST)))
+        async with asyncio.timeout(5):  # must not fire
+            await hedge.arrived.wait()
+        clock.advance(0.5)
+        assert hedge.before_first is not None
+        hedge.before_first.set()
+        chunks, error = await reply
+
+        assert error is None and chunks
+        primary, spare = (b.health for b in pool.backends)
+        assert spare.hedges_won == 1 and await disconnected(slow)
+        # The primary never sent a token: it waited at least 0.5 s, and its health says so
+        # (a slow backend hedged away no longer looks fast).
+        assert primary.ewma_ttft == pytest.approx(0.5)
+        assert spare.ewma_ttft == pytest.approx(0.5)

@@ -2,7 +2,13 @@
 
 Passive health is read from real traffic, in a window of the last ``health_window``
 attempts (a bounded deque, never more): the error rate, an EWMA of the time to first
-token, and its 95th percentile (for adaptive hedging). A backend is
+token, and its percentiles (the 95th shown, the 90th for adaptive hedging). The time to
+first token is learnt from every attempt that got one, hedges and attempts that lost a
+race included, and from an attempt cancelled without one once it had waited past the
+hedge delay: its time is only known to be at least what it waited, and it is kept as
+that bound. Dropping those would leave only the fast attempts in the window (the slow
+ones are the ones hedged away), and a percentile at or below the bound is unchanged by
+it (`BackendHealth.no_token_after`). A backend is
 
 * ``healthy``: in rotation, error rate below ``degraded_error_rate``;
 * ``degraded``: in rotation, but failing often (or on its one trial after a cooldown):
@@ -162,10 +168,10 @@ class BackendHealth:
         #: True for each attempt that succeeded, newest last (bounded).
         self._outcomes: collections.deque[bool] = collections.deque(maxlen=window)
         self._failures_in_window = 0
-        #: Times to first token of the attempts that got one (bounded).
+        #: Times to first token, or lower bounds of them (`no_token_after`), bounded.
         self._ttft: collections.deque[float] = collections.deque(maxlen=window)
-        self._p95: float | None = None
-        self._p95_stale = 0
+        self._ordered: list[float] = []
+        self._ordered_stale = 0
         self.ewma_ttft: float | None = None
         self.inflight = 0
         self.requests = 0
@@ -180,7 +186,18 @@ class BackendHealth:
         ewma = self.ewma_ttft
         self.ewma_ttft = seconds if ewma is None else ewma + EWMA_ALPHA * (seconds - ewma)
         self._ttft.append(seconds)
-        self._p95_stale += 1
+        self._ordered_stale += 1
+
+    def no_token_after(self, seconds: float) -> None:
+        """An attempt was cancelled ``seconds`` after it was sent, still without a token.
+
+        Its time to first token is at least ``seconds`` and is counted as that: a
+        percentile at or below the bound comes out the same as if the true time were
+        known; one above it can come out lower, by at most one rank per such bound in
+        the window. The pool reports only bounds past the hedge delay, which is twice
+        the percentile it is made of (`chatkeep.providers.hedging`).
+        """
+        self.first_token(seconds)
 
     def outcome(self, ok: bool) -> None:
         """The end of an attempt: True when it delivered its answer."""
@@ -205,20 +222,26 @@ class BackendHealth:
         """Failed share of the attempts in the window (0 without any)."""
         return self._failures_in_window / len(self._outcomes) if self._outcomes else 0.0
 
-    def p95_ttft(self) -> float | None:
-        """95th percentile of the time to first token; None below enough samples.
+    def ttft_percentile(self, fraction: float) -> float | None:
+        """The ``fraction`` percentile (0.9: p90) of the time to first token.
 
-        Recomputed after a twentieth of the window has changed, not on every call: a
-        sort per request would cost more than the percentile moves.
+        None below `MIN_PERCENTILE_SAMPLES`. The window is sorted again after a
+        twentieth of it has changed, not on every call: a sort per request would cost
+        more than the percentiles move.
         """
         samples = len(self._ttft)
         if samples < MIN_PERCENTILE_SAMPLES:
             return None
-        if self._p95 is None or self._p95_stale >= max(1, samples // 20):
-            ordered = sorted(self._ttft)
-            self._p95 = ordered[min(samples - 1, math.ceil(0.95 * samples) - 1)]
-            self._p95_stale = 0
-        return self._p95
+        ordered = self._ordered
+        if not ordered or self._ordered_stale >= max(1, samples // 20):
+            ordered = self._ordered = sorted(self._ttft)
+            self._ordered_stale = 0
+        count = len(ordered)
+        return ordered[max(0, min(count - 1, math.ceil(fraction * count) - 1))]
+
+    def p95_ttft(self) -> float | None:
+        """95th percentile of the time to first token (`ttft_percentile`)."""
+        return self.ttft_percentile(0.95)
 
     def state(self, breaker: Breaker) -> str:
         """``healthy``, ``degraded`` or ``cooldown`` (see the module docstring)."""

@@ -13,7 +13,8 @@ passthrough and summaries all get it. One reply through it:
    (`chatkeep.providers.http.attempt_limit`);
 3. with hedging on, a first token later than the hedge delay starts the same request
    on another healthy backend; the first to send a token wins, the other is cancelled
-   and its connection closed (`chatkeep.providers.hedging`);
+   and its connection closed (`chatkeep.providers.hedging`); the time the loser waited
+   still teaches its backend's health (`BackendHealth.no_token_after`);
 4. a retryable failure before the first token is tried again, elsewhere when it can
    (`chatkeep.providers.retrying`); after the first token nothing is retried: a
    broken stream ends the reply with its error, and the reply is stored incomplete;
@@ -21,12 +22,15 @@ passthrough and summaries all get it. One reply through it:
    (`chatkeep.providers.health`), and a breaker opening after failures wakes the
    prober (`chatkeep.providers.probing`).
 
-Cost: a one-backend pool without hedging adds about 4.5 µs of CPU to a reply (measured
-against the bare provider over a no-network member, CPython 3.11: a relayed answer 1.2 →
-5.7 µs, a 16-piece stream 4.5 → 9.3 µs), mostly four awaited coroutine frames and the
-health bookkeeping; against an in-process fake backend the p50 of a whole request moved
-by +5 to +15 µs, within the run's noise. The first attempt sets no timer of its own (its
-provider's timeout is the deadline) and tenacity is not entered.
+Cost: a one-backend pool without hedging adds about 4.5 µs of CPU to a reply in
+process (measured against the bare provider over a no-network member, CPython 3.11,
+medians of 15 rounds: a relayed JSON answer 1.1 → 5.6 µs, a 16-piece stream 6.3 → 11.5
+µs, a relayed 16-event SSE stream 3.5 → 14.5 µs, about 5 µs of which is finding its
+first token), mostly four awaited coroutine frames, the relay's own layer per chunk and
+the health bookkeeping. In a running server under load a profiler put 5 to 12 µs per
+request in the pool's frames, and the process's CPU per request moved by more
+(docs/benchmarks.md, "Provider pool"): plan with those. The first attempt sets no timer
+of its own (its provider's timeout is the deadline) and tenacity is not entered.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ from chatkeep.providers.balancing import Balancer
 from chatkeep.providers.base import ChatRequest, Chunk, PassthroughResponse, Provider
 from chatkeep.providers.first_token import read_first_token
 from chatkeep.providers.health import BreakerState
-from chatkeep.providers.hedging import HedgeBudget, hedge_delay
+from chatkeep.providers.hedging import ADAPTIVE_PERCENTILE, HedgeBudget, hedge_delay
 from chatkeep.providers.http import EXCERPT_BYTES, HTTPProvider, attempt_limit, status_error
 from chatkeep.providers.probing import Prober
 from chatkeep.providers.retrying import RetryPolicy, counts_against_backend, retryable
@@ -208,8 +212,14 @@ class ProviderPool(Provider):
 
     async def _round(self, reply: Reply, opener: Opener[OpenedT]) -> Won[OpenedT]:
         primary = self._pick(reply)
-        if self._hedge_after is not None:
-            delay = hedge_delay(self._hedge_after, primary.health.p95_ttft())
+        setting = self._hedge_after
+        if setting is not None:
+            learnt = (
+                primary.health.ttft_percentile(ADAPTIVE_PERCENTILE)
+                if setting == "adaptive"
+                else None
+            )
+            delay = hedge_delay(setting, learnt)
             if delay is not None:
                 return await self._hedged(primary, delay, reply, opener)
         return await self._try(primary, reply, opener)
@@ -300,6 +310,8 @@ class ProviderPool(Provider):
         self, primary: Backend, delay: float, reply: Reply, opener: Opener[OpenedT]
     ) -> Won[OpenedT]:
         """Race the primary against a hedge started after ``delay`` without a first token."""
+        clock = self._clock
+        starts = [clock()]
         first = asyncio.ensure_future(self._try(primary, reply, opener))
         tasks = [first]
         hedge: Backend | None = None
@@ -308,6 +320,7 @@ class ProviderPool(Provider):
             if not done:
                 hedge = self._hedge_target(reply)
                 if hedge is not None:
+                    starts.append(clock())
                     tasks.append(asyncio.ensure_future(self._try(hedge, reply, opener)))
             winner = await _race(tasks)
         except BaseException:
@@ -315,6 +328,13 @@ class ProviderPool(Provider):
             raise
         await self._settle(tasks, winner)
         if hedge is not None:
+            # A loser cut off without a token waited at least this long for one. Kept
+            # only past the delay: the hedged-away primary, whose slowness is what the
+            # percentile must see; a hedge cut short sooner says nothing about its tail.
+            now = clock()
+            for task, backend, started in zip(tasks, (primary, hedge), starts, strict=True):
+                if task.cancelled() and now - started >= delay:
+                    backend.health.no_token_after(now - started)
             if winner.backend is hedge:
                 hedge.health.hedges_won += 1
             else:

@@ -8,11 +8,12 @@ configuration, never by traffic. No URL carries credentials, and no key is shown
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from chatkeep.providers.backend import Backend
+from chatkeep.providers.hedging import ADAPTIVE_PERCENTILE, hedge_delay
 from chatkeep.providers.pool import ProviderPool
 from chatkeep.settings import ModelConfig
 
@@ -23,10 +24,17 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000.0, 3)
 
 
-def backend_report(backend: Backend, now: float) -> dict[str, Any]:
-    """One backend's state, bounds, health, breaker and hedges."""
+def backend_report(
+    backend: Backend, now: float, hedge_after: float | Literal["adaptive"] | None = None
+) -> dict[str, Any]:
+    """One backend's state, bounds, health, breaker and hedges.
+
+    ``hedge_after`` is the model's ``hedge_after_ms``: the report says how long a reply
+    sent to this backend now waits for its first token before a hedge.
+    """
     health, breaker = backend.health, backend.breaker
     reopens = breaker.reopens_in()
+    learnt = health.ttft_percentile(ADAPTIVE_PERCENTILE) if hedge_after == "adaptive" else None
     return {
         "name": backend.name,
         "backend": backend.provider.label,
@@ -53,7 +61,12 @@ def backend_report(backend: Backend, now: float) -> dict[str, Any]:
         "last_error_seconds_ago": (
             None if health.last_error_at is None else round(now - health.last_error_at, 3)
         ),
-        "hedges": {"won": health.hedges_won, "lost": health.hedges_lost},
+        "hedges": {
+            "won": health.hedges_won,
+            "lost": health.hedges_lost,
+            # None: no hedging, or an adaptive pool still learning this backend.
+            "after_ms": _ms(hedge_delay(hedge_after, learnt)),
+        },
     }
 
 
@@ -84,7 +97,9 @@ def model_report(name: str, config: ModelConfig, pool: ProviderPool | None) -> d
             "interval_seconds": pool.prober.interval,
             "probes": pool.prober.probes,
         },
-        "backends": [backend_report(backend, now) for backend in pool.backends],
+        "backends": [
+            backend_report(backend, now, config.hedge_after_ms) for backend in pool.backends
+        ],
     }
 
 
