@@ -21,6 +21,7 @@ import chatkeep.quotas.rate
 from chatkeep.api.middleware import StackedFastAPI
 from chatkeep.domain.keys import ApiKey, KeyLimits
 from chatkeep.quotas.failures import FailedAttempts
+from chatkeep.quotas.lease import StreamLease, scope_lease
 from chatkeep.quotas.middleware import QuotaMiddleware
 from chatkeep.quotas.rate import KeyRateLimiter
 from chatkeep.quotas.streams import OpenStreams
@@ -215,6 +216,51 @@ async def test_a_rate_refusal_opens_no_reply() -> None:
         assert (await client.post("/v1/chat/completions")).status_code == 200
         assert (await client.post("/v1/chat/completions")).status_code == 429
     assert setup.streams.refused == 0 and len(setup.streams) == 0
+
+
+class Outliving:
+    """A reply route whose reply outlives its call (a durable send's): it holds the lease."""
+
+    def __init__(self) -> None:
+        self.kept: list[StreamLease] = []
+        self.plain_leases: list[StreamLease | None] = []
+        reply = Route("/api/conversations/{conversation_id}/messages", self.send, methods=["POST"])
+        self.routes = [Route("/plain", self.plain, methods=["GET"]), reply]
+
+    async def send(self, request: Request) -> Response:
+        lease = scope_lease(request.scope)
+        assert lease is not None
+        lease.hold()
+        self.kept.append(lease)
+        return PlainTextResponse("reply started")
+
+    async def plain(self, request: Request) -> Response:
+        self.plain_leases.append(scope_lease(request.scope))
+        return PlainTextResponse("ok")
+
+
+async def test_a_reply_holding_its_lease_keeps_the_keys_slot_after_its_call_ended() -> None:
+    backend, streams = Outliving(), OpenStreams(max_keys=10)
+    quota = QuotaMiddleware(
+        Starlette(routes=backend.routes),
+        rate=KeyRateLimiter(max_keys=10),
+        streams=streams,
+        stream_routes=backend.routes[1:],
+    )
+    app = WithKey(quota, make_key(max_streams=1))
+    send_path = "/api/conversations/c1/messages"
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        assert (await c.post(send_path)).status_code == 200
+        assert streams.count("key-1") == 1  # the call is over; its reply is not
+        assert (await c.post(send_path)).status_code == 429
+        assert (await c.get("/plain")).status_code == 200
+        backend.kept[0].release()  # the reply ended
+        assert streams.count("key-1") == 0 and len(streams) == 0
+        assert (await c.post(send_path)).status_code == 200
+    assert backend.plain_leases == [None]  # a route that opens no reply gets no lease
+    assert len(backend.kept) == 2 and backend.kept[1].holders == 1
+    backend.kept[1].release()
+    assert len(streams) == 0
 
 
 async def test_refusals_reach_metrics_by_reason_and_never_by_key(

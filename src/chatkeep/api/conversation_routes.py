@@ -31,6 +31,7 @@ from chatkeep.domain.records import Message
 from chatkeep.domain.validation import INT64_MAX
 from chatkeep.errors import InvalidRequest, ReplyInProgress
 from chatkeep.quotas.key_policy import check_model, default_model, effective_priority, request_key
+from chatkeep.quotas.lease import scope_lease
 from chatkeep.serialize import conversation_dict, message_dict
 from chatkeep.service.replies import SendResult
 from chatkeep.storage.base import UNSET
@@ -215,6 +216,8 @@ async def send(
         content=body.content,
         client_message_id=client_message_id,
         priority=effective_priority(key, body.priority),
+        # The key's slot for this call: the reply holds it too, for as long as it runs.
+        lease=scope_lease(request.scope),
     )
     if streamed:
         return _stream_answer(app, result)

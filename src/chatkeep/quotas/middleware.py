@@ -7,8 +7,12 @@ path) passes through untouched. For a request with a key:
 1. the key's rate (`KeyRateLimiter`): over it, ``429`` with ``Retry-After``;
 2. on a route that opens a reply (``stream_routes``: the sends, the chat completions, a
    stream resumed), the key's open replies (`OpenStreams`): one more than ``max_streams``
-   is ``429``. A reply counts for the whole ASGI call, streamed body included, and stops
-   counting when the call ends however it ends: finished, client gone, or an error.
+   is ``429``. The slot is a `StreamLease` put in the scope (`LEASE_SCOPE_KEY`), held
+   by the ASGI call, streamed body included, until the call ends however it ends
+   (finished, client gone, or an error). A durable send's reply holds it too, for as
+   long as it is generating (`chatkeep.service.replies`): a client that leaves does not
+   give the slot back while its reply goes on. A stream resumed is one more HTTP call and
+   takes a slot of its own, even while the reply it reads holds one.
 
 Refusals are the app's JSON error shape (``rate_limited``), answered before any route
 runs; the limiters count them for ``/metrics`` (by reason, never by key).
@@ -26,6 +30,7 @@ from chatkeep.api.errors import chatkeep_error_response
 from chatkeep.api.middleware.auth import KEY_SCOPE_KEY
 from chatkeep.domain.keys import ApiKey
 from chatkeep.errors import RateLimited
+from chatkeep.quotas.lease import LEASE_SCOPE_KEY, StreamLease
 from chatkeep.quotas.rate import KeyRateLimiter
 from chatkeep.quotas.streams import OpenStreams
 
@@ -81,7 +86,8 @@ class QuotaMiddleware:
         if not self._opens_a_reply(scope):
             await self.app(scope, receive, send)
             return
-        if not self.streams.enter(key):
+        lease = StreamLease.take(self.streams, key)
+        if lease is None:
             refusal = RateLimited(
                 f"this key has {key.limits.max_streams} replies open, its limit; "
                 "retry when one has ended",
@@ -89,10 +95,11 @@ class QuotaMiddleware:
             )
             await chatkeep_error_response(refusal)(scope, receive, send)
             return
+        scope[LEASE_SCOPE_KEY] = lease
         try:
             await self.app(scope, receive, send)
         finally:
-            self.streams.leave(key)
+            lease.release()
 
     def _opens_a_reply(self, scope: Scope) -> bool:
         method, path = scope["method"], scope["path"]

@@ -5,7 +5,9 @@ open a reply (one transaction) → build the bounded context → the generation 
 the model's pieces into the reply hub and commits the assistant message at the end. The
 task belongs to the server, not to the HTTP request: a client that disconnects loses
 nothing, and whatever happens (a backend failure, a cancel, a shutdown, a bug, a storage
-failure) the reply's stream gets a final event.
+failure) the reply's stream gets a final event. A send may hand over a `ReplyLease` (its
+key's slot for open replies): the reply holds it for as long as it runs, so a client that
+leaves cannot start reply after reply on one slot.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from chatkeep.cache.working_set import WorkingSet
 from chatkeep.domain.context import Context
@@ -55,6 +58,19 @@ REASON_LOG_CHARS = 300
 COMMIT_WAIT_SECONDS = 30.0
 
 
+class ReplyLease(Protocol):
+    """Something a reply holds while it runs (`chatkeep.quotas.lease.StreamLease`).
+
+    `hold` when the reply starts, `release` exactly once when it ends, however it ends.
+    """
+
+    def hold(self) -> None:
+        """Take one more hold on the lease."""
+
+    def release(self) -> None:
+        """Let go of one hold."""
+
+
 @dataclass(slots=True)
 class SendResult:
     """A send in progress or replayed: the user message, and its reply's stream or outcome.
@@ -93,6 +109,8 @@ class _Running:
     #: False once the model is done and the reply is being committed: a commit is never
     #: interrupted, so that what the store holds and what the readers are told agree.
     generating: bool = True
+    #: Held from the task's creation to the end of its clean-up.
+    lease: ReplyLease | None = None
 
 
 class ReplyService:
@@ -128,8 +146,13 @@ class ReplyService:
         content: str,
         client_message_id: str | None,
         priority: int = 0,
+        lease: ReplyLease | None = None,
     ) -> SendResult:
-        """Commit the user message and start its reply (or find the first send's result)."""
+        """Commit the user message and start its reply (or find the first send's result).
+
+        ``lease`` is held by the reply this send starts, until it ends; a send that starts
+        none (replayed, or refused) leaves it as it was.
+        """
         fingerprint = send_fingerprint(content)
         if client_message_id is not None:
             # A retry must not wait in line or be refused for load: answer it from storage.
@@ -162,11 +185,14 @@ class ReplyService:
             owner_id=owner_id,
             message_event=user_json,
         )
-        running = _Running()
+        running = _Running(lease=lease)
         task = running.task = asyncio.create_task(
             self._generate(conversation, user_message, reply, slot, running),
             name=f"reply-{conversation_id}",
         )
+        if lease is not None:
+            # Only once the task exists: its clean-up is what lets go of this hold.
+            lease.hold()
         self._running[conversation_id] = running
         if self._stopped:  # admitted just before the grace ran out: stopped at once
             self._stop(running, ShuttingDown(SHUTDOWN_REASON))
@@ -266,6 +292,8 @@ class ReplyService:
             )
         finally:
             slot.release()
+            if running.lease is not None:
+                running.lease.release()
             if outcome is None:
                 # Cancelled mid-commit or a bug past every handler: the reply still ends.
                 outcome = ReplyOutcome.unstored(StorageError("the reply could not be stored"))
