@@ -3,8 +3,8 @@
 These commands act as the admin (a key made here may have any limits) and work next to
 a running server: they open the database in shared mode (`SQLiteStore(shared=True)`),
 without the data directory's lock, and never run crash recovery. A key created here
-works on the server at once; a revoked one stops working within the server's
-``CHATKEEP_AUTH_CACHE_SECONDS``.
+works on the server at once; a revoked one, with every key made from it, stops working
+within the server's ``CHATKEEP_AUTH_CACHE_SECONDS``.
 
 Exit codes: ``0`` done, ``1`` no such key or storage unavailable, ``2`` bad options
 (or settings that keep no keys: ``storage=memory``).
@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from chatkeep.auth.key_service import KeyService, key_dict
-from chatkeep.domain.keys import ApiKey
+from chatkeep.domain.keys import ApiKey, number_text
 from chatkeep.errors import ChatkeepError, InvalidRequest
 from chatkeep.settings import Settings, load_settings
 from chatkeep.storage.sqlite import DATABASE_FILE, SQLiteStore
@@ -76,7 +76,7 @@ def create(
     """Create a key and print its secret: the only time it is shown."""
     settings = _settings(config, data_dir)
     rate_value = parse_rate(rate) if rate is not None else None
-    model_names = [name.strip() for name in models.split(",")] if models is not None else None
+    model_names = parse_models(models) if models is not None else None
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     issued = _run(
         settings,
@@ -131,12 +131,20 @@ def revoke(
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Revoke a key; a running server stops accepting it within its auth cache's seconds."""
+    """Revoke a key and every key made from it.
+
+    A running server stops accepting them within its auth cache's seconds.
+    """
     settings = _settings(config, data_dir)
     _require_database(settings)
-    key = _run(settings, lambda service: service.revoke(key_id, owner=None))
+    revoked = _run(settings, lambda service: service.revoke(key_id, owner=None))
+    key, made = revoked.key, len(revoked.ids) - 1
     shown = key_dict(key)
     typer.echo(f"key {key.id} of owner {key.owner_id} is revoked (since {shown['revoked_at']})")
+    if made == 1:
+        typer.echo("with it, the 1 key made from it")
+    elif made:
+        typer.echo(f"with it, the {made} keys made from it")
 
 
 def parse_rate(text: str) -> float:
@@ -150,6 +158,17 @@ def parse_rate(text: str) -> float:
         raise typer.BadParameter(
             f"{text!r}: give requests a second, as 5 or 5/s", param_hint="--rate"
         ) from None
+
+
+def parse_models(text: str) -> list[str]:
+    """Model names from ``a,b``: each one named once, none of them empty."""
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise typer.BadParameter(
+            f"{text!r}: a model name is empty; give names separated by commas, as echo,llama",
+            param_hint="--models",
+        )
+    return list(dict.fromkeys(names))
 
 
 def keys_table(keys: list[ApiKey]) -> Table:
@@ -174,7 +193,7 @@ def keys_table(keys: list[ApiKey]) -> Table:
             "revoked" if key.revoked else "active",
             key.owner_id,
             key.label or "",
-            f"{limits.rate:g}/s, burst {limits.burst}, {limits.max_streams} streams, "
+            f"{number_text(limits.rate)}/s, burst {limits.burst}, {limits.max_streams} streams, "
             f"priority {limits.priority}",
             ", ".join(limits.models) if limits.models is not None else "all",
         )

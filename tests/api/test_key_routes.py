@@ -18,7 +18,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from chatkeep.api import key_routes
 from chatkeep.api.errors import install_error_handlers
 from chatkeep.auth.key_cache import KeyCache
-from chatkeep.domain.keys import ApiKey
+from chatkeep.auth.secrets import hash_secret, new_secret
+from chatkeep.domain.keys import ApiKey, KeyLimits
 from chatkeep.settings import AccessSettings, ModelConfig, Settings
 from chatkeep.storage.memory import MemoryStore
 from tests.api.conftest import ClientFactory
@@ -69,6 +70,7 @@ class Harness:
     caller: Caller
     cache: KeyCache
     app: FastAPI
+    store: MemoryStore
 
     async def as_key(self, secret: str) -> None:
         """Make the following requests with the key of ``secret``."""
@@ -101,7 +103,7 @@ async def harness() -> AsyncIterator[Harness]:
     caller = Caller()
     transport = httpx.ASGITransport(app=AsCaller(app, caller))
     async with httpx.AsyncClient(transport=transport, base_url="http://chatkeep.test") as client:
-        yield Harness(client, caller, cache, app)
+        yield Harness(client, caller, cache, app, store)
 
 
 async def test_the_admin_creates_a_key_whose_secret_is_shown_once(harness: Harness) -> None:
@@ -174,15 +176,136 @@ async def test_admin_routes_refuse_a_remote_client_without_the_token(harness: Ha
         assert (await remote.post("/admin/keys", json={"owner": "x"})).status_code == 401
 
 
-async def test_a_key_lists_only_its_owners_keys(harness: Harness) -> None:
+async def test_a_key_lists_only_itself_and_the_keys_it_made(harness: Harness) -> None:
     alice = await harness.admin_key("alice")
     await harness.admin_key("bob")
-    second = await harness.admin_key("alice")
+    await harness.admin_key("alice")  # the same owner's, but not made by this key
+    await harness.as_key(alice["secret"])
+    child = flat(await harness.client.post("/api/keys", json={}))
+    await harness.as_key(child["secret"])
+    grandchild = flat(await harness.client.post("/api/keys", json={}))
     await harness.as_key(alice["secret"])
     listing = await harness.client.get("/api/keys")
     assert listing.status_code == 200
-    assert {key["id"] for key in listing.json()["items"]} == {alice["id"], second["id"]}
+    assert [key["id"] for key in listing.json()["items"]] == [
+        grandchild["id"],
+        child["id"],
+        alice["id"],
+    ]
     assert "secret" not in listing.text
+    await harness.as_key(child["secret"])
+    listing = await harness.client.get("/api/keys")
+    assert [key["id"] for key in listing.json()["items"]] == [grandchild["id"], child["id"]]
+
+
+async def test_the_weakest_key_cannot_see_or_revoke_a_stronger_key_of_its_owner(
+    harness: Harness,
+) -> None:
+    full = await harness.admin_key("alice", label="full")
+    low = await harness.admin_key("alice", label="low", rate=1, burst=1, max_streams=1)
+    await harness.as_key(low["secret"])
+    listing = (await harness.client.get("/api/keys")).json()
+    assert [key["id"] for key in listing["items"]] == [low["id"]]
+    refused = await harness.client.delete(f"/api/keys/{full['id']}")
+    assert refused.status_code == 404
+    assert refused.json()["error"]["message"] == f"key {full['id']} not found"
+    assert await harness.cache.lookup(full["secret"]) is not None
+    # Nor can a key it made reach back up to it, or across to a sibling.
+    first = flat(await harness.client.post("/api/keys", json={}))
+    second = flat(await harness.client.post("/api/keys", json={}))
+    await harness.as_key(first["secret"])
+    for key_id in (low["id"], second["id"], full["id"]):
+        assert (await harness.client.delete(f"/api/keys/{key_id}")).status_code == 404
+    assert await harness.cache.lookup(low["secret"]) is not None
+    assert await harness.cache.lookup(second["secret"]) is not None
+
+
+async def test_revoking_a_key_stops_every_key_it_made_at_once(harness: Harness) -> None:
+    root = await harness.admin_key("alice")
+    await harness.as_key(root["secret"])
+    child = flat(await harness.client.post("/api/keys", json={"label": "child"}))
+    sibling = flat(await harness.client.post("/api/keys", json={"label": "sibling"}))
+    await harness.as_key(child["secret"])
+    grandchild = flat(await harness.client.post("/api/keys", json={"label": "grandchild"}))
+    for made in (child, grandchild, sibling):
+        assert await harness.cache.lookup(made["secret"]) is not None  # cached for an hour
+
+    await harness.as_key(root["secret"])
+    revoked = await harness.client.delete(f"/api/keys/{child['id']}")
+    assert revoked.status_code == 200 and revoked.json()["id"] == child["id"]
+    assert await harness.cache.lookup(child["secret"]) is None
+    assert await harness.cache.lookup(grandchild["secret"]) is None  # at once, and for good
+    assert await harness.cache.lookup(sibling["secret"]) is not None
+
+    harness.caller.key = None
+    assert (await harness.client.delete(f"/admin/keys/{root['id']}")).status_code == 200
+    assert await harness.cache.lookup(sibling["secret"]) is None
+
+
+@pytest.mark.parametrize("name", ["zzz", "small"])
+async def test_a_model_restricted_key_learns_nothing_of_other_models(
+    harness: Harness, name: str
+) -> None:
+    maker = await harness.admin_key("alice", models=["echo"])
+    await harness.as_key(maker["secret"])
+    response = await harness.client.post("/api/keys", json={"models": [name]})
+    assert response.status_code == 403, response.text
+    error = response.json()["error"]
+    # The same answer whether or not the model is configured ("small" is, "zzz" is not).
+    assert error["message"] == f"models: {name} is not among this key's models (echo)"
+    other = {"zzz", "small"} - {name}
+    assert not any(model in response.text for model in other)
+
+
+async def test_a_key_asking_for_its_own_retired_model_hears_only_of_its_own(
+    harness: Harness,
+) -> None:
+    # A key kept from before "retired" left the settings, restricted to it and echo.
+    limits = KeyLimits(rate=5.0, burst=5, max_streams=1, priority=0, models=("echo", "retired"))
+    secret = new_secret()
+    await harness.store.create_api_key(
+        ApiKey("key_old", "alice", None, limits, 1.0, "admin"), secret_hash=hash_secret(secret)
+    )
+    await harness.as_key(secret)
+    response = await harness.client.post("/api/keys", json={"models": ["retired"]})
+    assert response.status_code == 422
+    message = response.json()["error"]["message"]
+    assert "retired" in message and "echo" in message and "small" not in message
+    harness.caller.key = None  # the admin hears of every configured model
+    admin = await harness.client.post("/admin/keys", json={"owner": "a", "models": ["zzz"]})
+    assert admin.status_code == 422
+    assert "echo" in admin.text and "small" in admin.text
+
+
+async def test_the_owner_cap_binds_keys_that_mint_never_the_admin(harness: Harness) -> None:
+    state = harness.app.state.chatkeep
+    state.settings = SETTINGS.model_copy(
+        update={"access": SETTINGS.access.model_copy(update={"max_keys_per_owner": 2})}
+    )
+    leaked = await harness.admin_key("alice", rate=1)
+    await harness.as_key(leaked["secret"])
+    assert (await harness.client.post("/api/keys", json={})).status_code == 201
+    full = await harness.client.post("/api/keys", json={})
+    assert full.status_code == 409 and "2 active keys" in full.text
+    # The leaked key filled the cap; the admin still makes a key for the owner.
+    for _ in range(2):
+        await harness.admin_key("alice")
+    harness.caller.key = None
+    listing = (await harness.client.get("/admin/keys", params={"owner": "alice"})).json()
+    assert len(listing["items"]) == 4
+
+
+async def test_a_refusal_shows_the_numbers_as_they_are(harness: Harness) -> None:
+    maker = await harness.admin_key("alice", rate=2, burst=2)
+    await harness.as_key(maker["secret"])
+    response = await harness.client.post("/api/keys", json={"rate": 2.0000001})
+    assert response.status_code == 403
+    assert response.json()["error"]["message"] == "rate: 2.0000001 is more than this key's own 2"
+
+
+async def test_repeated_model_names_are_named_once(harness: Harness) -> None:
+    created = await harness.admin_key("alice", models=["echo", "echo", "small"])
+    assert created["models"] == ["echo", "small"]
 
 
 async def test_a_key_creates_a_key_with_less_or_the_same(harness: Harness) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import re
 import threading
 from collections.abc import Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,7 +15,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from chatkeep.auth.secrets import hash_secret, looks_like_key
+from chatkeep.auth.secrets import hash_secret, looks_like_key, new_secret
 from chatkeep.cli_keys import keys_app
 from chatkeep.domain.keys import ApiKey
 from chatkeep.errors import DataDirLocked
@@ -178,3 +179,50 @@ def test_list_without_a_database_says_so(tmp_path: Path) -> None:
     result = run(tmp_path / "nowhere", "list")
     assert result.exit_code == 2 and "no database" in result.output
     assert not (tmp_path / "nowhere").exists()
+
+
+@pytest.mark.parametrize(
+    ("models", "said"),
+    [("", "a model name is empty"), ("echo,,echo", "a model name is empty"), (" , ", "empty")],
+)
+def test_empty_model_names_are_refused_clearly(tmp_path: Path, models: str, said: str) -> None:
+    result = run(tmp_path, "create", "--owner", "alice", "--models", models)
+    assert result.exit_code == 2, result.output
+    assert said in result.output and "not configured" not in result.output
+    assert "secret" not in result.output
+
+
+def test_repeated_model_names_are_kept_once(tmp_path: Path) -> None:
+    result = run(tmp_path, "create", "--owner", "alice", "--models", "echo, echo")
+    assert result.exit_code == 0, result.output
+    [key] = orjson.loads(run(tmp_path, "list", "--json").output)
+    assert key["models"] == ["echo"]
+
+
+def test_the_owner_cap_does_not_bind_the_admin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHATKEEP_AUTH_MAX_KEYS_PER_OWNER", "1")
+    for _ in range(2):
+        result = run(tmp_path, "create", "--owner", "alice")
+        assert result.exit_code == 0, result.output
+    assert len(orjson.loads(run(tmp_path, "list", "--json").output)) == 2
+
+
+def test_revoke_takes_the_keys_made_from_the_key_along(tmp_path: Path) -> None:
+    root_id, _ = created(run(tmp_path, "create", "--owner", "alice").output)
+    with ServerStore(tmp_path) as server:  # a server's key mints a key of its own
+        [root] = server.call(server.store.list_api_keys(None, limit=10, cursor=None)).items
+        family, budget = root.family_of_its_keys()
+        child = replace(
+            root, id="key_child", created_by=root.id, family_id=family, family_budget=budget
+        )
+        server.call(server.store.create_api_key(child, secret_hash=hash_secret(new_secret())))
+    result = run(tmp_path, "revoke", root_id)
+    assert result.exit_code == 0, result.output
+    assert "with it, the 1 key made from it" in result.output
+    keys = orjson.loads(run(tmp_path, "list", "--json").output)
+    assert {key["id"]: key["revoked_at"] is not None for key in keys} == {
+        root_id: True,
+        "key_child": True,
+    }

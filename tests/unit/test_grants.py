@@ -159,3 +159,30 @@ def test_impossible_values_are_invalid_for_anyone(values: dict[str, Any], field:
 
 def test_a_single_model_name_is_not_taken_for_its_letters() -> None:
     assert grant(None, owner="bob", models="echo", defaults=DEFAULTS).models == ("echo",)
+
+
+def test_a_model_outside_the_creators_is_refused_by_name_alone() -> None:
+    with pytest.raises(Forbidden) as refused:
+        grant(key(), owner="alice", models=["big", "echo", "zzz"], defaults=DEFAULTS)
+    assert refused.value.message == (
+        "models: big, zzz are not among this key's models (echo, small)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("asked", "message"),
+    [
+        ({"rate": 5.0000001}, "rate: 5.0000001 is more than this key's own 5"),
+        ({"rate": 5.5}, "rate: 5.5 is more than this key's own 5"),
+        ({"burst": 11}, "burst: 11 is more than this key's own 10"),
+    ],
+)
+def test_a_refusal_shows_the_numbers_as_they_are(asked: dict[str, Any], message: str) -> None:
+    with pytest.raises(Forbidden) as refused:
+        grant(key(), owner="alice", defaults=DEFAULTS, **asked)
+    assert refused.value.message == message
+
+
+def test_an_empty_model_name_says_so() -> None:
+    with pytest.raises(InvalidRequest, match="models: a name is empty"):
+        grant(None, owner="bob", models=["echo", ""], defaults=DEFAULTS)

@@ -2,9 +2,12 @@
 
 ``/admin/keys`` (the admin token, or a direct loopback client when none is set) sees and
 manages every owner's keys, with any limits. ``/api/keys`` acts as the calling key
-(``scope["chatkeep.key"]``, put there by the auth layer): it lists and revokes that
-owner's keys and creates keys for that owner, never with more than the calling key has
-(`chatkeep.auth.grants`). Another owner's key id is ``404`` there, as for every record.
+(``scope["chatkeep.key"]``, put there by the auth layer): it creates keys for that
+owner, never with more than the calling key has (`chatkeep.auth.grants`), and the keys
+it makes share its family's budget; it lists and revokes only the calling key itself and
+the keys made from it, at any depth. Any other key id, of the same owner or not, is
+``404`` there, as for every record: a leaked low key cannot see, let alone revoke, the
+owner's stronger keys. A revoke takes every key made from the revoked one along.
 
 A secret appears once, in the answer that creates its key; nothing lists it again.
 """
@@ -203,12 +206,12 @@ async def admin_create_key(body: NewAdminKey, service: Service) -> dict[str, Any
 
 @admin_router.delete(
     "/{key_id}",
-    summary="Revoke any owner's key",
+    summary="Revoke any owner's key, and every key made from it",
     response_model=None,
     responses={200: {"model": KeyAnswer}, **error_responses(404, 422, 503)},
 )
 async def admin_revoke_key(key_id: str, service: Service) -> dict[str, Any]:
-    return key_dict(await service.revoke(key_id, owner=None))
+    return key_dict((await service.revoke(key_id, owner=None)).key)
 
 
 # -- each key's own ------------------------------------------------------------------
@@ -220,14 +223,15 @@ router = APIRouter(
 
 @router.get(
     "",
-    summary="List the calling key's owner's keys, newest first",
+    summary="List the calling key and the keys made from it, newest first",
     response_model=None,
     responses={200: {"model": KeyPage}, **error_responses(422, 503)},
 )
 async def list_own_keys(
     service: Service, caller: CallingKey, limit: Limit = None, cursor: str | None = None
 ) -> dict[str, Any]:
-    return _page(await service.list(caller.owner_id, limit=limit, cursor=cursor))
+    page = await service.list(caller.owner_id, limit=limit, cursor=cursor, acting=caller)
+    return _page(page)
 
 
 @router.post(
@@ -253,9 +257,10 @@ async def create_own_key(body: NewKey, service: Service, caller: CallingKey) -> 
 
 @router.delete(
     "/{key_id}",
-    summary="Revoke one of the calling key's owner's keys",
+    summary="Revoke the calling key or a key made from it, and every key made from that",
     response_model=None,
     responses={200: {"model": KeyAnswer}, **error_responses(404, 422, 503)},
 )
 async def revoke_own_key(key_id: str, service: Service, caller: CallingKey) -> dict[str, Any]:
-    return key_dict(await service.revoke(key_id, owner=caller.owner_id))
+    revoked = await service.revoke(key_id, owner=caller.owner_id, acting=caller)
+    return key_dict(revoked.key)

@@ -13,7 +13,13 @@ and a field it leaves out is the creator's. Without this, a leaked low-rights ke
 mint a key with more rights than it has (a privilege escalation found in LLM gateways).
 
 Values are checked before rights: an impossible value is `InvalidRequest` (422) whoever
-asks; an escalation is `Forbidden` (403), with a message naming the field.
+asks; an escalation is `Forbidden` (403), with a message naming the field. A model
+outside a restricted creator's own is the same 403 whatever the name (`KeyService` asks
+whether a name is configured only for names the creator may use), and the message lists
+only the creator's own models: a key learns nothing of the models it may not use.
+
+Limits are a key's own. What a key makes also shares its family's budget (the root's
+limits, `chatkeep.domain.keys`), so minting keys never multiplies what the family may use.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from chatkeep.domain.keys import ApiKey, KeyLimits
+from chatkeep.domain.keys import ApiKey, KeyLimits, number_text
 from chatkeep.errors import Forbidden, InvalidRequest
 from chatkeep.settings import AccessSettings
 
@@ -65,7 +71,7 @@ def grant(
     """
     check_name("owner", owner)
     _check_values(rate, burst, max_streams, priority)
-    wanted_models = _model_names(models)
+    wanted_models = model_names(models)
     if creator is None:
         return KeyLimits(
             rate=float(rate if rate is not None else defaults.rate),
@@ -92,7 +98,9 @@ def grant(
         ("max_streams", limits.max_streams, has.max_streams),
     ):
         if asked > own:
-            raise Forbidden(f"{field}: {asked:g} is more than this key's own {own:g}")
+            raise Forbidden(
+                f"{field}: {number_text(asked)} is more than this key's own {number_text(own)}"
+            )
     if limits.priority < has.priority:
         raise Forbidden(
             f"priority: {limits.priority} would run ahead of this key's own {has.priority} "
@@ -124,8 +132,8 @@ def _check_values(
         raise InvalidRequest("priority: must be 0 (runs first) to 9")
 
 
-def _model_names(models: ModelChoice) -> tuple[str, ...] | _EveryModel | None:
-    """The names asked for, checked and without repeats (in the order given)."""
+def model_names(models: ModelChoice) -> tuple[str, ...] | _EveryModel | None:
+    """The names asked for, checked (`InvalidRequest`) and without repeats, in the order given."""
     if models is None or isinstance(models, _EveryModel):
         return models
     if isinstance(models, str):  # a str is a Sequence[str]: "echo" is not ("e", "c", …)
@@ -135,6 +143,8 @@ def _model_names(models: ModelChoice) -> tuple[str, ...] | _EveryModel | None:
         raise InvalidRequest("models: name at least one model, or leave it out")
     if len(names) > MAX_MODELS:
         raise InvalidRequest(f"models: at most {MAX_MODELS}")
+    if "" in names:  # said plainly: "must be 1 to 200 characters" hides the empty one
+        raise InvalidRequest("models: a name is empty")
     for name in names:
         check_name("models", name)
     return names
@@ -152,5 +162,10 @@ def _allowed(
         )
     beyond = [name for name in wanted if name not in own]
     if beyond:
-        raise Forbidden(f"models: {', '.join(beyond)} not among this key's own ({', '.join(own)})")
+        # The same answer whether or not a name is configured, and it lists only the
+        # key's own models: a key learns nothing of models it may not use.
+        verb = "is" if len(beyond) == 1 else "are"
+        raise Forbidden(
+            f"models: {', '.join(beyond)} {verb} not among this key's models ({', '.join(own)})"
+        )
     return wanted

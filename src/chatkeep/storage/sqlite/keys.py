@@ -1,9 +1,11 @@
 """API keys in SQLite (the `KeyStore` part of the store).
 
-One table, ``api_keys`` (migration 3): a key's limits in columns, its models as a JSON
-array (``NULL``: every model), and the SHA-256 of its secret under a unique index, which
-is what `find_api_key` looks up. Reads run on a reader connection, writes in the group
-commit: a created or revoked key is durable before the call returns.
+One table, ``api_keys`` (migrations 3 and 5): a key's limits in columns, its models as a
+JSON array (``NULL``: every model), its family (the root's id and limits, ``NULL`` for a
+root), and the SHA-256 of its secret under a unique index, which is what `find_api_key`
+looks up. A key's subtree (the keys made from it, at any depth) is a recursive query over
+``created_by`` (indexed). Reads run on a reader connection, writes in the group commit: a
+created or revoked key is durable before the call returns.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
-from chatkeep.domain.keys import ApiKey, KeyLimits
+from chatkeep.domain.keys import ADMIN_CREATOR, ApiKey, FamilyBudget, KeyLimits
 from chatkeep.domain.records import Page
 from chatkeep.errors import Conflict, NotFound
 from chatkeep.storage.base import decode_cursor, encode_cursor
-from chatkeep.storage.key_store import too_many_keys
+from chatkeep.storage.key_store import RevokedKeys, maker_revoked, too_many_keys
 
 if TYPE_CHECKING:
     from chatkeep.storage.sqlite.group_commit import GroupCommitter
@@ -28,13 +30,36 @@ T = TypeVar("T")
 
 KEY_COLUMNS = (
     "id, owner_id, label, rate, burst, max_streams, priority, models, created_by, "
-    "created_at, revoked_at"
+    "created_at, revoked_at, family_id, family_rate, family_burst, family_max_streams"
 )
+
+#: The key ``:root`` (of ``:owner``, unless that is NULL) and every key made from it, at
+#: any depth, as the table ``subtree (id)``. UNION, not UNION ALL: a cycle (which only a
+#: hand-edited table could hold) ends the walk instead of looping.
+SUBTREE = """
+    WITH RECURSIVE subtree (id) AS (
+        SELECT id FROM api_keys WHERE id = :root AND (:owner IS NULL OR owner_id = :owner)
+        UNION
+        SELECT made.id FROM api_keys AS made JOIN subtree ON made.created_by = subtree.id
+        WHERE :owner IS NULL OR made.owner_id = :owner
+    )
+"""
+
+#: Whether ``:within`` made ``:key`` (directly or not): a walk up its makers.
+MADE_WITHIN = """
+    WITH RECURSIVE makers (id) AS (
+        SELECT created_by FROM api_keys WHERE id = :key
+        UNION
+        SELECT maker.created_by FROM api_keys AS maker JOIN makers ON maker.id = makers.id
+    )
+    SELECT 1 FROM makers WHERE id = :within LIMIT 1
+"""
 
 
 def key_from_row(row: sqlite3.Row | tuple[Any, ...]) -> ApiKey:
     """An `ApiKey` from a row selected with `KEY_COLUMNS`."""
     models = tuple(orjson.loads(row[7])) if row[7] is not None else None
+    family = FamilyBudget(row[12], row[13], row[14]) if row[11] is not None else None
     return ApiKey(
         id=row[0],
         owner_id=row[1],
@@ -45,13 +70,26 @@ def key_from_row(row: sqlite3.Row | tuple[Any, ...]) -> ApiKey:
         created_by=row[8],
         created_at=row[9],
         revoked_at=row[10],
+        family_id=row[11],
+        family_budget=family,
     )
 
 
 def insert_key(
     conn: sqlite3.Connection, key: ApiKey, secret_hash: str, max_active: int | None = None
 ) -> None:
-    """Store a new key; an id or hash stored already, or an owner at ``max_active``: `Conflict`."""
+    """Store a new key; an id or hash stored already, or an owner at ``max_active``: `Conflict`.
+
+    A key made by a key that is revoked (or not its owner's) is `Forbidden`: read in this
+    transaction, so a revoke that commits first is seen.
+    """
+    if key.created_by != ADMIN_CREATOR:
+        maker = conn.execute(
+            "SELECT revoked_at FROM api_keys WHERE id = ? AND owner_id = ?",
+            (key.created_by, key.owner_id),
+        ).fetchone()
+        if maker is None or maker[0] is not None:
+            raise maker_revoked(key.created_by)
     if max_active is not None:
         (active,) = conn.execute(
             "SELECT count(*) FROM api_keys WHERE owner_id = ? AND revoked_at IS NULL",
@@ -59,12 +97,12 @@ def insert_key(
         ).fetchone()
         if active >= max_active:
             raise too_many_keys(key.owner_id, max_active)
-    limits = key.limits
+    limits, family = key.limits, key.family_budget
     models = orjson.dumps(list(limits.models)).decode() if limits.models is not None else None
     try:
         conn.execute(
             f"INSERT INTO api_keys ({KEY_COLUMNS}, secret_hash) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 key.id,
                 key.owner_id,
@@ -77,6 +115,10 @@ def insert_key(
                 key.created_by,
                 key.created_at,
                 key.revoked_at,
+                key.family_id,
+                family.rate if family is not None else None,
+                family.burst if family is not None else None,
+                family.max_streams if family is not None else None,
                 secret_hash,
             ),
         )
@@ -92,33 +134,46 @@ def select_key_by_hash(conn: sqlite3.Connection, secret_hash: str) -> ApiKey | N
 
 
 def select_keys(
-    conn: sqlite3.Connection, owner_id: str | None, *, after: list[Any] | None, limit: int
+    conn: sqlite3.Connection,
+    owner_id: str | None,
+    *,
+    after: list[Any] | None,
+    limit: int,
+    within: str | None = None,
 ) -> list[Any]:
     """Up to ``limit`` key rows, newest first, of ``owner_id`` (``None``: every owner's).
 
     ``after`` is the ``(created_at, id)`` of the last row of the previous page. Each form
-    has its index (``api_keys_by_owner``, ``api_keys_newest``).
+    has its index (``api_keys_by_owner``, ``api_keys_newest``). With ``within``, only
+    that key's subtree (`SUBTREE`, walked again for each page: a subtree is as large as
+    the keys its owner made from one key, which ``max_keys_per_owner`` bounds while they
+    are active).
     """
     where: list[str] = []
-    params: list[Any] = []
+    params: dict[str, Any] = {"limit": limit}
+    prefix = ""
+    if within is not None:
+        prefix = SUBTREE
+        where.append("id IN subtree")
+        params.update(root=within, owner=owner_id)
     if owner_id is not None:
-        where.append("owner_id = ?")
-        params.append(owner_id)
+        where.append("owner_id = :owner")
+        params["owner"] = owner_id
     if after is not None:
-        where.append("(created_at, id) < (?, ?)")
-        params.extend(after)
-    params.append(limit)
+        where.append("(created_at, id) < (:after_at, :after_id)")
+        params.update(after_at=after[0], after_id=after[1])
     condition = f"WHERE {' AND '.join(where)} " if where else ""
     return conn.execute(
-        f"SELECT {KEY_COLUMNS} FROM api_keys {condition}ORDER BY created_at DESC, id DESC LIMIT ?",
+        f"{prefix}SELECT {KEY_COLUMNS} FROM api_keys {condition}"
+        "ORDER BY created_at DESC, id DESC LIMIT :limit",
         params,
     ).fetchall()
 
 
-def revoke_key_row(
-    conn: sqlite3.Connection, key_id: str, owner_id: str | None, now: float
-) -> ApiKey:
-    """Set ``revoked_at`` unless already set; the key as it is now, or `NotFound`."""
+def revoke_key_rows(
+    conn: sqlite3.Connection, key_id: str, owner_id: str | None, within: str | None, now: float
+) -> RevokedKeys:
+    """Set ``revoked_at`` on the key and its subtree where unset; or `NotFound`."""
     if owner_id is None:
         row = conn.execute(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
     else:
@@ -126,13 +181,23 @@ def revoke_key_row(
             f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ? AND owner_id = ?",
             (key_id, owner_id),
         ).fetchone()
-    if row is None:
+    if row is None or (
+        within is not None
+        and within != key_id
+        and conn.execute(MADE_WITHIN, {"key": key_id, "within": within}).fetchone() is None
+    ):
         raise NotFound(f"key {key_id} not found")
     key = key_from_row(row)
-    if key.revoked_at is not None:
-        return key
-    conn.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?", (now, key_id))
-    return replace(key, revoked_at=now)
+    subtree = {"root": key_id, "owner": owner_id}
+    ids = [found for (found,) in conn.execute(f"{SUBTREE}SELECT id FROM subtree", subtree)]
+    conn.execute(
+        f"{SUBTREE}UPDATE api_keys SET revoked_at = :now "
+        "WHERE revoked_at IS NULL AND id IN subtree",
+        {**subtree, "now": now},
+    )
+    if key.revoked_at is None:
+        key = replace(key, revoked_at=now)
+    return RevokedKeys(key, (key_id, *(found for found in ids if found != key_id)))
 
 
 class SQLiteKeys:
@@ -155,11 +220,11 @@ class SQLiteKeys:
         return await self._read(lambda conn: select_key_by_hash(conn, secret_hash))
 
     async def list_api_keys(
-        self, owner_id: str | None, *, limit: int, cursor: str | None
+        self, owner_id: str | None, *, limit: int, cursor: str | None, within: str | None = None
     ) -> Page[ApiKey]:
         after = decode_cursor(cursor, float, str) if cursor is not None else None
         rows = await self._read(
-            lambda conn: select_keys(conn, owner_id, after=after, limit=limit + 1)
+            lambda conn: select_keys(conn, owner_id, after=after, limit=limit + 1, within=within)
         )
         items = [key_from_row(row) for row in rows[:limit]]
         next_cursor = None
@@ -167,9 +232,11 @@ class SQLiteKeys:
             next_cursor = encode_cursor(items[-1].created_at, items[-1].id)
         return Page(items, next_cursor)
 
-    async def revoke_api_key(self, key_id: str, *, owner_id: str | None) -> ApiKey:
-        def revoke(conn: sqlite3.Connection) -> ApiKey:
-            return revoke_key_row(conn, key_id, owner_id, self._clock())
+    async def revoke_api_key(
+        self, key_id: str, *, owner_id: str | None, within: str | None = None
+    ) -> RevokedKeys:
+        def revoke(conn: sqlite3.Connection) -> RevokedKeys:
+            return revoke_key_rows(conn, key_id, owner_id, within, self._clock())
 
-        key: ApiKey = await self._committer.write(revoke)
-        return key
+        revoked: RevokedKeys = await self._committer.write(revoke)
+        return revoked

@@ -88,6 +88,35 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX conversations_by_activity ON conversations (status, last_activity);
     """,
+    # 5: key families. A key made by a key belongs to its maker's family: family_id is the
+    # root's id (the admin-made ancestor; NULL for a root), and family_rate, family_burst
+    # and family_max_streams the root's limits, copied when the key is made, which the
+    # whole family shares. Keys made before this get theirs from their created_by chain.
+    # Keys by their maker: a revoke reaches every key made from the revoked one.
+    """
+    ALTER TABLE api_keys ADD COLUMN family_id TEXT;
+    ALTER TABLE api_keys ADD COLUMN family_rate REAL;
+    ALTER TABLE api_keys ADD COLUMN family_burst INTEGER;
+    ALTER TABLE api_keys ADD COLUMN family_max_streams INTEGER;
+    CREATE INDEX api_keys_by_creator ON api_keys (created_by);
+    WITH RECURSIVE lineage (id, root) AS (
+        SELECT id, id FROM api_keys WHERE created_by = 'admin'
+        UNION
+        SELECT made.id, lineage.root FROM api_keys AS made
+        JOIN lineage ON made.created_by = lineage.id
+    )
+    UPDATE api_keys SET family_id = (
+        SELECT lineage.root FROM lineage WHERE lineage.id = api_keys.id
+    )
+    WHERE created_by != 'admin';
+    UPDATE api_keys SET
+        family_rate = (SELECT root.rate FROM api_keys AS root WHERE root.id = api_keys.family_id),
+        family_burst = (SELECT root.burst FROM api_keys AS root WHERE root.id = api_keys.family_id),
+        family_max_streams = (
+            SELECT root.max_streams FROM api_keys AS root WHERE root.id = api_keys.family_id
+        )
+    WHERE family_id IS NOT NULL;
+    """,
 ]
 
 
