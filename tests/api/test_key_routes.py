@@ -11,10 +11,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import limits.storage.memory
+import limits.strategies
 import pytest
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+import chatkeep.quotas.rate
 from chatkeep.api import key_routes
 from chatkeep.api.errors import install_error_handlers
 from chatkeep.auth.key_cache import KeyCache
@@ -452,3 +455,42 @@ async def test_with_one_owner_and_no_keys_the_own_routes_say_where_keys_are_made
     assert "/admin/keys" in response.json()["error"]["message"]
     listed = await client.get("/admin/keys")  # a direct loopback client, no token set
     assert listed.status_code == 200 and listed.json()["items"] == []
+
+
+class StillWall:
+    """Stands for the ``time`` module inside `limits`: still until the test moves it."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def time(self) -> float:
+        return self.now
+
+
+async def test_keys_minted_over_http_share_their_makers_budget_through_the_app(
+    make_client: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wall = StillWall()
+    for module in (limits.storage.memory, limits.strategies, chatkeep.quotas.rate):
+        monkeypatch.setattr(module, "time", wall)
+    client = await make_client(auth="keys", admin_token=ADMIN)
+    admin = {"authorization": f"Bearer {ADMIN}"}
+    made = await client.post(
+        "/admin/keys",
+        json={"owner": "alice", "rate": 2, "burst": 2, "max_streams": 1},
+        headers=admin,
+    )
+    parent = {"authorization": f"Bearer {made.json()['secret']}"}
+    children = []
+    for _ in range(5):
+        wall.now += 10  # the parent's own budget whole again for each mint
+        child = await client.post("/api/keys", json={}, headers=parent)
+        assert child.status_code == 201, child.text
+        children.append({"authorization": f"Bearer {child.json()['secret']}"})
+    wall.now += 10
+    statuses = [
+        (await client.get("/api/conversations", headers=headers)).status_code
+        for headers in [*children, parent]
+        for _ in range(2)
+    ]
+    assert statuses.count(200) == 2 and statuses.count(429) == 10

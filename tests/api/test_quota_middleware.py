@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -285,3 +286,40 @@ async def test_refusals_reach_metrics_by_reason_and_never_by_key(
     assert "chatkeep_quota_rate_keys 1.0" in text
     assert "chatkeep_quota_open_streams 1.0" in text
     assert "key-1" not in text and "10.0.0.9" not in text
+
+
+def minted_by(maker: ApiKey, key_id: str) -> ApiKey:
+    """A key ``maker`` made, with the same limits, in ``maker``'s family."""
+    family, budget = maker.family_of_its_keys()
+    return replace(maker, id=key_id, created_by=maker.id, family_id=family, family_budget=budget)
+
+
+async def test_a_minted_key_is_held_to_its_familys_budget_and_told_so() -> None:
+    root = make_key(rate=1000, burst=1000, max_streams=1)
+    setup = Setup(root)
+    held = await open_reply(setup.app)  # the family's one reply, opened by its root
+    assert isinstance(setup.app, WithKey)
+    setup.app.key = minted_by(root, "key-2")
+    async with setup.client() as client:
+        # Refused at once: a timeout here means it was let in (and waits for `finish`).
+        refused = await asyncio.wait_for(client.post("/v1/chat/completions"), 5)
+    assert refused.status_code == 429
+    message = refused.json()["error"]["message"]
+    assert "1 replies open, and its family of keys 1 together" in message
+    setup.backend.finish.set()
+    await asyncio.wait_for(held.task, 5)
+    assert setup.streams.total == 0 and len(setup.streams) == 0
+
+
+async def test_a_minted_keys_rate_refusal_names_both_budgets() -> None:
+    root = make_key(rate=2, burst=2)
+    setup = Setup(minted_by(root, "key-2"))
+    async with setup.client() as client:
+        statuses = [(await client.get("/plain")).status_code for _ in range(3)]
+        refused = await client.get("/plain")
+    assert statuses == [200, 200, 429]
+    message = refused.json()["error"]["message"]
+    assert message == (
+        "this key may make 2 requests a second (bursts of 2), and its family of keys 2 "
+        "together (bursts of 2); retry later"
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+from dataclasses import replace
 
 import limits.storage.memory
 import limits.strategies
@@ -195,3 +196,63 @@ def test_hits_start_no_thread(wall: FakeTime) -> None:
         limiter.hit(make_key(f"k{i % 3}"))
         wall.advance(0.5)
     assert threading.active_count() == threads
+
+
+def family_key(
+    key_id: str, root: ApiKey, *, rate: float | None = None, burst: int | None = None
+) -> ApiKey:
+    """A key minted under ``root`` (directly or not), with at most its limits."""
+    family, budget = root.family_of_its_keys()
+    own = root.limits
+    return replace(
+        root,
+        id=key_id,
+        limits=replace(
+            own,
+            rate=rate if rate is not None else own.rate,
+            burst=burst if burst is not None else own.burst,
+        ),
+        created_by=root.id,
+        family_id=family,
+        family_budget=budget,
+    )
+
+
+def test_keys_minted_by_a_key_share_its_budget_instead_of_multiplying_it(
+    wall: FakeTime,
+) -> None:
+    limiter = KeyRateLimiter(max_keys=20)
+    root = make_key("root", rate=2, burst=2)
+    children = [family_key(f"child{n}", root) for n in range(5)]
+    grandchild = family_key("grandchild", children[0])
+    every_key = [root, *children, grandchild]
+    allowed = sum(limiter.hit(key) is None for key in every_key for _ in range(2))
+    assert allowed == 2  # the root's burst, not 2 per key
+    # Over a minute, the family together gets the root's rate.
+    allowed = 0
+    for _ in range(600):
+        allowed += sum(limiter.hit(key) is None for key in every_key)
+        wall.advance(0.1)
+    assert allowed <= 2 * 60 + 2
+
+
+def test_a_minted_key_keeps_its_own_lower_limits_inside_the_family(wall: FakeTime) -> None:
+    limiter = KeyRateLimiter(max_keys=10)
+    root = make_key("root", rate=20, burst=40)
+    slow = family_key("slow", root, rate=1, burst=1)
+    assert [limiter.hit(slow) is None for _ in range(3)] == [True, False, False]
+    assert limiter.hit(root) is None
+
+
+def test_a_refusal_by_one_budget_takes_nothing_from_the_other(wall: FakeTime) -> None:
+    limiter = KeyRateLimiter(max_keys=10)
+    root = make_key("root", rate=1, burst=3)
+    slow = family_key("slow", root, rate=1, burst=1)
+    # Refused by its own limits: the family's burst is not spent by the refusals.
+    assert [limiter.hit(slow) is None for _ in range(5)] == [True] + [False] * 4
+    assert [limiter.hit(root) is None for _ in range(3)] == [True, True, False]
+    # Refused by the family's: nothing is counted against the key's own limits.
+    other = family_key("other", root, rate=1, burst=1)
+    counters = limiter.counters
+    assert limiter.hit(other) is not None
+    assert limiter.counters == counters

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from chatkeep.domain.keys import ApiKey, KeyLimits
@@ -71,3 +73,56 @@ def test_the_table_holds_at_most_max_keys() -> None:
 def test_a_table_of_no_keys_is_refused() -> None:
     with pytest.raises(ValueError):
         OpenStreams(max_keys=0)
+
+
+def minted(key_id: str, maker: ApiKey, max_streams: int | None = None) -> ApiKey:
+    """A key ``maker`` made, in its family, with at most its open replies."""
+    family, budget = maker.family_of_its_keys()
+    limits = maker.limits
+    if max_streams is not None:
+        limits = replace(limits, max_streams=max_streams)
+    return replace(
+        maker,
+        id=key_id,
+        limits=limits,
+        created_by=maker.id,
+        family_id=family,
+        family_budget=budget,
+    )
+
+
+def test_keys_minted_by_a_key_share_its_open_replies() -> None:
+    streams = OpenStreams(max_keys=20)
+    root = make_key("root", max_streams=1)
+    children = [minted(f"child{n}", root) for n in range(5)]
+    grandchild = minted("grandchild", children[0])
+    entered = [streams.enter(key) for key in [*children, grandchild, root]]
+    assert entered == [True] + [False] * 6
+    assert streams.total == 1 and streams.refused == 6
+    streams.leave(children[0])
+    assert streams.enter(grandchild)
+    assert not streams.enter(root)
+
+
+def test_a_minted_key_keeps_its_own_lower_limit_and_a_refusal_takes_nothing() -> None:
+    streams = OpenStreams(max_keys=20)
+    root = make_key("root", max_streams=3)
+    narrow = minted("narrow", root, max_streams=1)
+    assert streams.enter(narrow)
+    assert not streams.enter(narrow)  # its own limit; the family's slot is not taken
+    assert streams.enter(root) and streams.enter(root)
+    assert not streams.enter(root)  # the family's three: narrow's one and root's two
+    assert streams.total == 3
+    streams.leave(narrow)
+    streams.leave(root)
+    streams.leave(root)
+    assert streams.total == 0 and len(streams) == 0
+
+
+def test_a_family_needs_room_for_both_of_its_entries() -> None:
+    streams = OpenStreams(max_keys=2)
+    other, root = make_key("other"), make_key("root")
+    child = minted("child", root)
+    assert streams.enter(other) and streams.enter(root)
+    assert not streams.enter(child)  # its own entry would be a third
+    assert len(streams) == 2

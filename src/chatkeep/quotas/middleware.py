@@ -14,6 +14,10 @@ path) passes through untouched. For a request with a key:
    give the slot back while its reply goes on. A stream resumed is one more HTTP call and
    takes a slot of its own, even while the reply it reads holds one.
 
+A key made by a key is held to its own limits and to its family's budget (its root's
+limits, shared by every key of the family): both limiters count it twice, and a refusal
+names both.
+
 Refusals are the app's JSON error shape (``rate_limited``), answered before any route
 runs; the limiters count them for ``/metrics`` (by reason, never by key).
 """
@@ -28,7 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from chatkeep.api.errors import chatkeep_error_response
 from chatkeep.api.middleware.auth import KEY_SCOPE_KEY
-from chatkeep.domain.keys import ApiKey
+from chatkeep.domain.keys import ApiKey, number_text
 from chatkeep.errors import RateLimited
 from chatkeep.quotas.lease import LEASE_SCOPE_KEY, StreamLease
 from chatkeep.quotas.rate import KeyRateLimiter
@@ -76,11 +80,7 @@ class QuotaMiddleware:
             return
         wait = self.rate.hit(key)
         if wait is not None:
-            refusal = RateLimited(
-                f"this key may make {key.limits.rate:g} requests a second "
-                f"(bursts of {key.limits.burst}); retry later",
-                wait,
-            )
+            refusal = RateLimited(rate_refusal(key), wait)
             await chatkeep_error_response(refusal)(scope, receive, send)
             return
         if not self._opens_a_reply(scope):
@@ -88,11 +88,7 @@ class QuotaMiddleware:
             return
         lease = StreamLease.take(self.streams, key)
         if lease is None:
-            refusal = RateLimited(
-                f"this key has {key.limits.max_streams} replies open, its limit; "
-                "retry when one has ended",
-                STREAMS_RETRY_AFTER,
-            )
+            refusal = RateLimited(streams_refusal(key), STREAMS_RETRY_AFTER)
             await chatkeep_error_response(refusal)(scope, receive, send)
             return
         scope[LEASE_SCOPE_KEY] = lease
@@ -107,3 +103,30 @@ class QuotaMiddleware:
             if method in methods and regex.match(path) is not None:
                 return True
         return False
+
+
+def rate_refusal(key: ApiKey) -> str:
+    """Why ``key`` is over its rate: its limits, and its family's when it has one."""
+    limits, budget = key.limits, key.family_budget
+    rate = number_text(limits.rate)
+    own = f"this key may make {rate} requests a second (bursts of {limits.burst})"
+    if budget is None:
+        return f"{own}; retry later"
+    return (
+        f"{own}, and its family of keys {number_text(budget.rate)} together "
+        f"(bursts of {budget.burst}); retry later"
+    )
+
+
+def streams_refusal(key: ApiKey) -> str:
+    """Why ``key`` may not open one more reply: its limit, and its family's when it has one."""
+    budget = key.family_budget
+    if budget is None:
+        return (
+            f"this key has {key.limits.max_streams} replies open, its limit; "
+            "retry when one has ended"
+        )
+    return (
+        f"this key may have {key.limits.max_streams} replies open, and its family of keys "
+        f"{budget.max_streams} together; retry when one has ended"
+    )
