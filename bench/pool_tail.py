@@ -10,7 +10,7 @@ settings each, every one its own pool (own health, own hedge budget):
   path the durable send and summaries take too);
 
 and ``off`` (no hedging), ``fixed`` (``hedge_after_ms``) and ``adaptive`` (the primary's
-observed p95). Rounds are interleaved; the percentiles are over every round's replies
+observed p90, doubled). Rounds are interleaved; the percentiles are over every round's replies
 together (a p99 of 2 000 replies rests on 20 of them, so one round's is jumpy). The extra
 requests are what reached the backends (their ``chat_requests``) beyond the client's.
 """
@@ -188,7 +188,7 @@ def tail_table(data: dict[str, Any]) -> str:
         if label == "fixed":
             label = f"after {data['hedge_after_ms']:g} ms"
         elif label == "adaptive":
-            label = "adaptive (p95)"
+            label = "adaptive (2x p90)"
         lines.append(
             f"| {case['path']} | {label} | {case['client_requests']} | {ttft['p50']:.1f} ms "
             f"| {ttft['p99']:.1f} ms | {'-' if ratio is None else f'{ratio:.2f}'} "
