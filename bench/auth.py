@@ -5,8 +5,9 @@
 Starts the fake backend and two chatkeep servers in front of it, one per auth mode (the
 keys one with a key made by ``chatkeep keys create`` with limits far above the load, so
 every request pays the auth and quota layers and none is refused), then measures the
-passthrough at c=1 and c=32, JSON, rounds interleaved. Prints each mode's throughput and
-p50/p99, the direct backend's, and the ratio keys / none. Needs ``wrk``.
+passthrough at c=1 and c=32, JSON, rounds interleaved. Prints each mode's throughput,
+p50/p99 and server CPU per request (steadier than throughput on a shared machine), the
+direct backend's, and the ratios keys / none. Needs ``wrk``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import psutil
 
 import processes
 from load import LoadResult
@@ -56,8 +59,14 @@ def _create_key(data_dir: Path, backend_url: str) -> str:
     return match.group(0)
 
 
-def _median(results: list[LoadResult]) -> dict[str, float]:
+def _cpu_seconds(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def _median(results: list[LoadResult], cpu_us: list[float]) -> dict[str, float]:
     return {
+        "cpu_us": statistics.median(cpu_us) if cpu_us else float("nan"),
         "rps": statistics.median(r.requests / r.seconds for r in results),
         "p50": statistics.median(r.latency_ms["p50"] for r in results),
         "p99": statistics.median(r.latency_ms["p99"] for r in results),
@@ -94,9 +103,11 @@ def main(argv: list[str] | None = None) -> int:
             stack.callback(server.stop)
         targets = {"direct": (fake.url, None), "none": (servers["none"].url, None)}
         targets["keys"] = (servers["keys"].url, key)
+        pids = {"direct": fake.pid, "none": servers["none"].pid, "keys": servers["keys"].pid}
         table: dict[str, dict[str, dict[str, float]]] = {}
         for concurrency in (1, 32):
             measured: dict[str, list[LoadResult]] = {name: [] for name in targets}
+            cpu: dict[str, list[float]] = {name: [] for name in targets}
             for _ in range(options.rounds):
                 for name, (url, api_key) in targets.items():
                     generator.passthrough(
@@ -107,27 +118,34 @@ def main(argv: list[str] | None = None) -> int:
                         seconds=1,
                         api_key=api_key,
                     )
-                    measured[name].append(
-                        generator.passthrough(
-                            url,
-                            model="fake",
-                            stream=False,
-                            concurrency=concurrency,
-                            seconds=options.seconds,
-                            api_key=api_key,
-                        )
+                    before = _cpu_seconds(pids[name])
+                    result = generator.passthrough(
+                        url,
+                        model="fake",
+                        stream=False,
+                        concurrency=concurrency,
+                        seconds=options.seconds,
+                        api_key=api_key,
                     )
-            row = {name: _median(results) for name, results in measured.items()}
+                    used = _cpu_seconds(pids[name]) - before
+                    measured[name].append(result)
+                    cpu[name].append(used / max(1, result.requests) * 1e6)
+            row = {name: _median(results, cpu[name]) for name, results in measured.items()}
             table[f"c={concurrency}"] = row
             for name, figures in row.items():
                 print(
                     f"passthrough json c={concurrency:<2} {name:6} {figures['rps']:9.0f}/s "
+                    f"CPU {figures['cpu_us']:5.0f} µs/request "
                     f"p50 {figures['p50']:.3f} ms p99 {figures['p99']:.3f} ms "
                     f"errors {figures['errors']:.0f}"
                 )
             ratio = row["keys"]["rps"] / row["none"]["rps"]
             added = row["keys"]["p50"] - row["none"]["p50"]
-            print(f"  keys / none throughput {ratio:.3f}; added p50 {added * 1000:.0f} µs")
+            cpu_ratio = row["keys"]["cpu_us"] / row["none"]["cpu_us"]
+            print(
+                f"  keys / none: throughput {ratio:.3f}, CPU per request {cpu_ratio:.3f}; "
+                f"added p50 {added * 1000:.0f} µs"
+            )
     print(json.dumps(table, indent=2))
     return 0
 
