@@ -164,7 +164,7 @@ async def test_import_reports_rejected_conversations_and_why(client: httpx.Async
         ("conv_bad", 2),
     ]
     assert "not available" in report["rejected"][0]["reason"]
-    assert "seq: Extra inputs are not permitted" in report["rejected"][1]["reason"]
+    assert "seq: not a field of the format" in report["rejected"][1]["reason"]
 
 
 @pytest.mark.parametrize(
@@ -175,6 +175,9 @@ async def test_import_reports_rejected_conversations_and_why(client: httpx.Async
         (b'{"format": "chatkeep.export", "version": 7}', "application/json", "newer chatkeep"),
         (b"a: [1, 2", "application/yaml", "not YAML"),
         (b"a: &x 1\nb: *x", "application/x-yaml", "aliases"),
+        (b'{"format": "chatkeep.export", "format": "x"}', "application/json", '"format" is given'),
+        (b"a: 1\nb: 2\na: 3\n", "application/yaml", '"a" is given twice in one mapping (line 3)'),
+        (b'{"a": NaN}', "application/json", "NaN is not a number"),
     ],
 )
 async def test_import_of_something_that_is_no_document_is_422(
@@ -200,3 +203,38 @@ async def test_import_route_is_not_taken_for_a_conversation_id(client: httpx.Asy
     document = {"format": "chatkeep.export", "version": 1, "exported_at": 1, "conversations": []}
     response = await client.post("/api/conversations/import", json=document)
     assert response.json() == {"created": [], "skipped": [], "rejected": []}
+
+
+async def test_import_refuses_an_integer_past_64_bits_as_creating_does(
+    client: httpx.AsyncClient,
+) -> None:
+    created = await client.post(
+        "/api/conversations",
+        content=b'{"metadata": {"x": 1180591620717411303424}}',
+        headers={"content-type": "application/json"},
+    )
+    assert created.status_code == 422
+    assert "outside the 64-bit signed range" in created.json()["error"]["message"]
+    conversation = (
+        b'{"id": "conv_big", "model": "echo", "status": "active", "created_at": 1,'
+        b' "updated_at": 1, "last_activity": 1, "messages": [],'
+        b' "metadata": {"x": 1180591620717411303424}}'
+    )
+    document = (
+        b'{"format": "chatkeep.export", "version": 1, "exported_at": 1, "conversations": ['
+        + conversation
+        + b"]}"
+    )
+    for body, content_type in (
+        (document, "application/json"),
+        (yaml.safe_dump(yaml.safe_load(document)).encode(), "application/yaml"),
+    ):
+        response = await client.post(
+            "/api/conversations/import", content=body, headers={"content-type": content_type}
+        )
+        assert response.status_code == 200
+        report = response.json()
+        assert report["created"] == [], content_type
+        (rejected,) = report["rejected"]
+        assert "metadata: integer at x is outside the 64-bit signed range" in rejected["reason"]
+    assert (await client.get("/api/conversations/conv_big")).status_code == 404

@@ -138,7 +138,7 @@ def test_import_says_what_it_rejected_and_exits_1(tmp_path: Path) -> None:
     code, report, _ = _invoke("import", str(path), "--data-dir", str(tmp_path / "d"))
     assert code == 1
     (rejected,) = orjson.loads(report)["rejected"]
-    assert rejected["id"] == "conv_x" and "status: Field required" in rejected["reason"]
+    assert rejected["id"] == "conv_x" and "status: required, but missing" in rejected["reason"]
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from chatkeep.domain.records import Conversation, Message, Usage
 from chatkeep.errors import NotFound
 from chatkeep.settings import LimitSettings
-from chatkeep.storage.base import Store
+from chatkeep.storage.base import RECOVERED_REASON, Store
 from chatkeep.storage.memory import MemoryStore
 from chatkeep.transfer.documents import InvalidDocument, Kind, parse, read_head
 from chatkeep.transfer.export import (
@@ -190,8 +190,18 @@ def test_any_text_and_any_json_come_back_unchanged(
     conversation = Conversation(
         "conv_h", OWNER, title, "m", title, metadata, "active", *times[:3], len(contents)
     )
+    # Any text as a reason too: an incomplete message has one, a complete one none.
     messages = [
-        Message(f"m{n}", "conv_h", n + 1, "user", text, "complete", times[3], reason=text or None)
+        Message(
+            f"m{n}",
+            "conv_h",
+            n + 1,
+            "assistant",
+            text,
+            "incomplete" if text else "complete",
+            times[3],
+            reason=text or None,
+        )
         for n, text in enumerate(contents)
     ]
 
@@ -221,6 +231,27 @@ async def test_every_export_is_valid_by_the_schema(kind: Kind) -> None:
     broken = copy.deepcopy(document)
     broken["conversations"][0]["messages"] = [{"id": "x", "seq": "1"}]
     assert not validator.is_valid(broken)
+
+
+@pytest.mark.parametrize(
+    ("changes", "valid"),
+    [
+        ({"status": "incomplete", "reason": "cut", "reason_code": "stream_cut"}, True),
+        ({"status": "incomplete", "reason": "stopped"}, True),
+        ({"status": "incomplete"}, False),
+        ({"status": "incomplete", "reason": None, "reason_code": "stream_cut"}, False),
+        ({"status": "complete", "reason": None, "reason_code": None}, True),
+        ({"status": "complete", "reason": "why"}, False),
+        ({"status": "complete", "reason_code": "stream_cut"}, False),
+    ],
+)
+async def test_the_schema_and_the_import_agree_on_reasons(
+    changes: dict[str, Any], valid: bool
+) -> None:
+    document = _document(_with_message(1, **changes))
+    assert jsonschema_rs.Draft202012Validator(SCHEMA).is_valid(document) is valid
+    report = await _import(MemoryStore(), document)
+    assert bool(report.created) is valid, report.rejected
 
 
 async def test_the_documented_example_is_valid_and_imports() -> None:
@@ -326,7 +357,7 @@ async def test_an_owner_without_conversations_exports_an_empty_list(kind: Kind) 
                 "conversations": [],
                 "extra": 1,
             },
-            "extra: Extra inputs are not permitted",
+            "extra: not a field of the format",
         ),
     ],
 )
@@ -345,10 +376,16 @@ def test_a_document_that_is_not_one_is_refused_whole(document: Any, said: str) -
         (b"a: " + b"[" * 100 + b"]" * 100, "nested more than"),
         (b"a: !!python/object:os.system ls\n", "not YAML"),
         (b"a: 1\n---\nb: 2\n", "not YAML"),
+        (b'{"a": NaN}', "not JSON: NaN is not a number"),
+        (b'{"a": -Infinity}', "not JSON: -Infinity is not a number"),
+        (b'{"a": ' + b"9" * 5000 + b"}", "a number of more than"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b'{"a": "\xff"}', "not UTF-8"),
+        (b"a:\n  <<: {b: 1}\n  c: 2\n", "merge keys (<<) are not accepted (line 2)"),
     ],
 )
 def test_unreadable_or_unsafe_bytes_are_refused(text: bytes, said: str) -> None:
-    kind: Kind = "json" if text.startswith(b"{") else "yaml"
+    kind: Kind = "json" if text.startswith((b"{", b"[")) else "yaml"
     with pytest.raises(InvalidDocument) as refused:
         parse(text, kind, max_depth=40)
     assert said in refused.value.message
@@ -402,12 +439,22 @@ def _with_message(index: int, **changes: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("entry", "said"),
     [
-        (_entry(id="conv a"), "id: String should match pattern"),
-        (_entry(id="conv_a\n"), "id: String should match pattern"),
-        (_entry(status="deleted"), "status: Input should be 'active' or 'archived'"),
-        (_entry(created_at="1"), "created_at: Input should be a valid number"),
-        (_entry(created_at=MAX_TIMESTAMP + 1), "created_at: Input should be less than"),
-        (_entry(surprise=1), "surprise: Extra inputs are not permitted"),
+        (_entry(id="conv a"), "id: must be an id: 1 to 128 of A-Z a-z 0-9 _ -"),
+        (_entry(id="conv_a\n"), "id: must be an id"),
+        (_entry(status="deleted"), "status: must be 'active' or 'archived'"),
+        (_entry(created_at="1"), "created_at: must be a number"),
+        (_entry(created_at=MAX_TIMESTAMP + 1), "created_at: not a time chatkeep keeps"),
+        (_entry(created_at=-1), "created_at: not a time chatkeep keeps: seconds since 1970"),
+        (_entry(created_at=float("nan")), "created_at: not a finite number"),
+        (_entry(updated_at=float("inf")), "updated_at: not a finite number"),
+        (_entry(surprise=1), "surprise: not a field of the format"),
+        (_entry(status=None), "status: must be 'active' or 'archived'"),
+        (_entry(messages=None), "messages: must be a list"),
+        (_entry(usage=[1, 2]), "usage: must be a mapping"),
+        (_entry(model="m" * 201), "model: longer than 200 characters"),
+        (_entry(model=""), "model: must not be empty"),
+        (_entry(title=7), "title: must be a string"),
+        (_entry(summary_through_seq=-1), "summary_through_seq: must be at least 0"),
         (_entry(message_count=3), "message_count: is 3 but 2 messages follow"),
         (_entry(title="t" * (LIMITS.max_title_chars + 1)), "title: 501 characters"),
         (_entry(metadata={"a": {"b": 1}}, summary_through_seq=9), "summary_through_seq"),
@@ -419,8 +466,25 @@ def _with_message(index: int, **changes: Any) -> dict[str, Any]:
         (_with_message(0, content="x" * (LIMITS.max_message_chars + 1)), "messages.0.content"),
         (_with_message(0, content="\ud800"), "messages.0.content: not valid Unicode"),
         (_with_message(0, usage={"prompt_tokens": -1, "completion_tokens": 0}), "usage"),
-        (_with_message(0, reason_code="Not A Code"), "messages.0.reason_code"),
-        (_with_message(0, client_message_id=""), "messages.0.client_message_id"),
+        (_with_message(0, seq=1.0), "messages.0.seq: must be an integer"),
+        (_with_message(0, seq=2**63), "messages.0.seq: must be at most 9223372036854775807"),
+        (_with_message(0, reason_code="Not A Code"), "messages.0.reason_code: must be an error"),
+        (
+            _with_message(0, client_message_id=""),
+            "messages.0.client_message_id: must not be empty: null when there is none",
+        ),
+        (_with_message(1, status="incomplete"), "messages.1.reason: required on an incomplete"),
+        (
+            _with_message(1, status="incomplete", reason_code="stream_cut"),
+            "messages.1.reason: required on an incomplete message",
+        ),
+        (_with_message(1, reason="why"), "messages.1.reason: only an incomplete message has one"),
+        (
+            _with_message(1, reason_code="stream_cut"),
+            "messages.1.reason_code: only an incomplete message has one",
+        ),
+        (_with_message(1, content=None), "messages.1.content: must be a string"),
+        (_with_message(1, role=None), "messages.1.role: must be 'system', 'user' or 'assistant'"),
     ],
 )
 async def test_an_invalid_conversation_is_rejected_alone_with_its_reason(
@@ -434,6 +498,43 @@ async def test_an_invalid_conversation_is_rejected_alone_with_its_reason(
     assert rejected.index == 1
     with pytest.raises(NotFound):
         await store.get_conversation(OWNER, "conv_a")
+    # The format's words, never pydantic's about Python values.
+    for python_words in ("Input should", "Value should", "item", "String should", "Field"):
+        assert python_words not in rejected.reason, rejected.reason
+
+
+async def test_an_incomplete_message_needs_a_reason_and_only_it_has_one() -> None:
+    # As the store writes them: a reply that stopped says why (a code when its cause had
+    # one; none when recovery closed it at a start), a complete message has neither.
+    cut, recovered = _entry("conv_a"), _entry("conv_b")
+    cut["messages"][1].update(status="incomplete", reason="cut", reason_code="stream_cut")
+    recovered["messages"][1].update(status="incomplete", reason=RECOVERED_REASON)
+    report = await _import(MemoryStore(), _document(cut, recovered))
+    assert report.created == ["conv_a", "conv_b"], report.rejected
+
+
+@pytest.mark.parametrize("number", [2**63, 2**64, 2**70, 10**40, -(2**63) - 1, -(2**64)])
+async def test_json_refuses_integers_past_64_bits_like_yaml_does(number: int) -> None:
+    for kind in KINDS:
+        # orjson writes no integer past 64 bits: the literal is put in by hand.
+        text = orjson.dumps(_document(_entry(metadata={"x": "X"})))
+        if kind == "yaml":
+            text = yaml.safe_dump(_decode(text, "json")).encode()
+        text = text.replace(b'"X"', str(number).encode()).replace(b"x: X", f"x: {number}".encode())
+        report = await _import(MemoryStore(), _decode(text, kind))
+        assert report.created == [], kind
+        (rejected,) = report.rejected
+        assert "metadata: integer at x is outside the 64-bit signed range" in rejected.reason
+
+
+@pytest.mark.parametrize("number", [2**63 - 1, -(2**63), 2**53 + 1])
+async def test_json_keeps_every_64_bit_integer_exact(number: int) -> None:
+    text = orjson.dumps(_document(_entry(metadata={"x": number, "f": 1e21})))
+    store = MemoryStore()
+    assert (await _import(store, _decode(text, "json"))).created == ["conv_a"]
+    metadata = (await store.get_conversation(OWNER, "conv_a")).metadata
+    assert metadata == {"x": number, "f": 1e21}
+    assert type(metadata["x"]) is int and type(metadata["f"]) is float
 
 
 def test_metadata_deeper_than_the_limit_is_rejected() -> None:
@@ -473,3 +574,34 @@ def test_yaml_written_by_hand_imports_too() -> None:
     text = yaml.safe_dump(_document(_entry(count=2))).encode()
     report = asyncio.run(_import(MemoryStore(), parse(text, "yaml", max_depth=40)))
     assert report.created == ["conv_a"]
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "said"),
+    [
+        (b'{"format": "chatkeep.export", "format": "x"}', "json", '"format" is given twice'),
+        (b'{"a": {"k": 1, "b": 2, "k": 1}}', "json", '"k" is given twice in one object'),
+        (b"title: a\ntitle: b\n", "yaml", '"title" is given twice in one mapping (line 2)'),
+        (b"a:\n  - k: 1\n    k: 1\n", "yaml", '"k" is given twice in one mapping (line 3)'),
+        (b"a: {1: x, 1.0: y}\n", "yaml", '"1.0" is given twice'),
+        (b'{"\\ud800": 1, "\\ud800": 2}', "json", '"\\ud800" is given twice'),
+    ],
+)
+def test_a_key_given_twice_refuses_the_document(text: bytes, kind: Kind, said: str) -> None:
+    # A parser would keep the last value: the document would not mean what it shows.
+    with pytest.raises(InvalidDocument) as refused:
+        parse(text, kind, max_depth=40)
+    assert said in refused.value.message
+    orjson.dumps(refused.value.message)  # the answer can always be written
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_document_with_a_field_given_twice_is_refused(kind: Kind) -> None:
+    entry = _entry(title="a")
+    if kind == "json":
+        text = orjson.dumps(_document(entry)).replace(b'"title":"a"', b'"title":"a","title":"b"')
+    else:
+        text = yaml.safe_dump(_document(entry)).encode()
+        text = text.replace(b"  title: a\n", b"  title: a\n  title: b\n")
+    with pytest.raises(InvalidDocument, match='"title" is given twice'):
+        _decode(text, kind)

@@ -4,6 +4,7 @@
 * `documents` — reading a document's bytes (JSON or YAML) without trusting them.
 * `export` — writing a document piece by piece, in bounded memory.
 * `importer` — checking and storing each conversation of a document, with a report.
+* `problems` — what an import says is wrong, in the format's own words.
 
 ``docs/export-format.md`` describes the format for people; ``docs/export-format.schema.json``
 is its JSON Schema.

@@ -10,7 +10,8 @@ Choices, and why:
 
 * **Times are numbers** (seconds since the epoch, UTC), exactly as stored: an RFC 3339
   string with milliseconds would lose digits, and the round trip must be exact. They must
-  fall in years 0…9999 (`MAX_TIMESTAMP`) so every surface can format them.
+  fall between 1970 and the end of 9999 (`MAX_TIMESTAMP`) so every surface can format
+  them.
 * **Ids keep their values.** An id is 1 to 128 of ``A-Z a-z 0-9 _ -``: whatever goes in a URL
   path and in ``Last-Event-ID`` (``{id}:{n}``) without escaping.
 * **Not exported:** the owner (an import stores under the importing owner), the reply being
@@ -18,7 +19,11 @@ Choices, and why:
   never opens a reply), and a send's fingerprint (derived from the content on import).
 * **Checked beyond types** (`check_conversation`): the limits of the importing server
   (`LimitSettings`, as for a create or a send), ``seq`` 1…n in order, ``message_count`` n,
-  unique message ids and client message ids, ``reply_to`` naming an earlier message.
+  unique message ids and client message ids, ``reply_to`` naming an earlier message, and
+  a ``reason`` exactly on incomplete messages (as the store writes them: a reply that
+  stopped always says why; a complete one never has a reason or a reason code).
+
+An import's complaints are worded by `chatkeep.transfer.problems`.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from pydantic_core import PydanticCustomError
 from chatkeep.domain.records import Conversation, Message, Usage
 from chatkeep.domain.validation import INT64_MAX, InvalidValue, check_json, check_text
 from chatkeep.settings import LimitSettings
+from chatkeep.transfer.problems import SHOWN_PROBLEMS, describe_errors, join_problems
 
 FORMAT = "chatkeep.export"
 VERSION = 1
@@ -41,8 +47,6 @@ ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 #: The code of an incomplete reply's cause, as chatkeep's errors name them.
 REASON_CODE_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 MAX_MODEL_CHARS = 200
-#: How many problems one rejection lists before "and N more".
-SHOWN_PROBLEMS = 5
 
 
 class ConversationRejected(ValueError):
@@ -68,8 +72,14 @@ def _storable_json(value: dict[str, Any]) -> dict[str, Any]:
 
 
 Text = Annotated[str, AfterValidator(_valid_text)]
+# Length bounds go on the string itself, before the text check: put on `Text` they would
+# be checked as a generic sequence's ("Value should have at most 200 items").
+NonEmptyText = Annotated[str, Field(min_length=1), AfterValidator(_valid_text)]
+ModelName = Annotated[
+    str, Field(min_length=1, max_length=MAX_MODEL_CHARS), AfterValidator(_valid_text)
+]
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
-Timestamp = Annotated[float, Field(ge=0, le=MAX_TIMESTAMP)]
+Timestamp = Annotated[float, Field(ge=0, le=MAX_TIMESTAMP, allow_inf_nan=False)]
 Count = Annotated[int, Field(ge=0, le=INT64_MAX)]
 
 
@@ -93,7 +103,7 @@ class MessageEntry(_Strict):
     content: Text
     status: Literal["complete", "incomplete"]
     created_at: Timestamp
-    client_message_id: Annotated[Text, Field(min_length=1)] | None = None
+    client_message_id: NonEmptyText | None = None
     reply_to: Id | None = None
     reason: Text | None = None
     reason_code: Annotated[str, Field(pattern=REASON_CODE_PATTERN)] | None = None
@@ -105,7 +115,7 @@ class ConversationEntry(_Strict):
 
     id: Id
     title: Text | None = None
-    model: Annotated[Text, Field(min_length=1, max_length=MAX_MODEL_CHARS)]
+    model: ModelName
     system_prompt: Text | None = None
     metadata: Annotated[dict[str, Any], AfterValidator(_storable_json)] = Field(
         default_factory=dict
@@ -193,7 +203,7 @@ def read_conversation(raw: Any, limits: LimitSettings) -> ConversationEntry:
         raise ConversationRejected(describe_errors(exc)) from None
     problems = check_conversation(entry, limits)
     if problems:
-        raise ConversationRejected(_join(problems))
+        raise ConversationRejected(join_problems(problems))
     return entry
 
 
@@ -229,6 +239,7 @@ def check_conversation(entry: ConversationEntry, limits: LimitSettings) -> list[
             message.client_message_id,
             limits.idempotency_key_chars,
         )
+        _check_reason(problems, where, message)
         if message.id in ids:
             problems.append(f"{where}.id: {message.id} appears twice")
         if message.reply_to is not None and message.reply_to not in ids:
@@ -290,22 +301,13 @@ def _check_length(problems: list[str], name: str, value: str | None, limit: int)
         problems.append(f"{name}: {len(value)} characters; the limit is {limit}")
 
 
-def describe_errors(exc: ValidationError) -> str:
-    """``messages.3.role: Input should be 'system', 'user' or 'assistant'; …``"""
-    return _join(
-        [
-            f"{'.'.join(_shown(p) for p in error['loc']) or 'conversation'}: {error['msg']}"
-            for error in exc.errors(include_url=False, include_input=False)
-        ]
-    )
-
-
-def _shown(part: str | int) -> str:
-    """A part of a path, safe in a JSON answer (a key may hold a lone surrogate), cut short."""
-    text = str(part).encode("utf-8", "backslashreplace").decode("utf-8")
-    return text if len(text) <= 80 else text[:80] + "…"
-
-
-def _join(problems: list[str]) -> str:
-    shown = "; ".join(problems[:SHOWN_PROBLEMS])
-    return f"{shown}; and more" if len(problems) > SHOWN_PROBLEMS else shown
+def _check_reason(problems: list[str], where: str, message: MessageEntry) -> None:
+    """A reason exactly on an incomplete message, as the store writes them."""
+    if message.status == "incomplete":
+        if message.reason is None:
+            problems.append(f"{where}.reason: required on an incomplete message: why it stopped")
+        return
+    if message.reason is not None:
+        problems.append(f"{where}.reason: only an incomplete message has one")
+    if message.reason_code is not None:
+        problems.append(f"{where}.reason_code: only an incomplete message has one")
