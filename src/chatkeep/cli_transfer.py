@@ -8,8 +8,10 @@ import reads the whole file (at most ``--max-bytes``; decoding costs a few times
 in memory) and stores each conversation in one transaction; the report is printed as JSON.
 
 Exit codes: ``0`` done (every conversation imported or skipped), ``1`` some conversations
-rejected, or storage unavailable, or no such conversation; ``2`` bad options, a file that
-is not an export document, or settings that keep nothing (``storage=memory``).
+rejected, or storage unavailable, or no such conversation, or a file that cannot be read
+or written (said in one line, never a traceback); ``2`` bad options (an ``--owner`` no key
+could have), a file that is not an export document, or settings that keep nothing
+(``storage=memory``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from typing import Annotated, BinaryIO, Literal, TypeVar
 import orjson
 import typer
 
-from chatkeep.errors import ChatkeepError
+from chatkeep.auth.grants import check_name
+from chatkeep.errors import ChatkeepError, InvalidRequest
 from chatkeep.settings import Settings, load_settings
 from chatkeep.storage.sqlite import DATABASE_FILE, SQLiteStore
 from chatkeep.transfer.documents import (
@@ -51,6 +54,12 @@ OwnerOption = Annotated[
     str | None,
     typer.Option("--owner", help="Whose conversations (default: CHATKEEP_DEFAULT_OWNER)."),
 ]
+
+
+class FileTrouble(ChatkeepError):
+    """A file the command cannot read or write (the operating system's reason given)."""
+
+
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", help="TOML settings file.", exists=True)
 ]
@@ -79,8 +88,8 @@ def export_command(
 ) -> None:
     """Export conversations with every message (docs/export-format.md), streaming."""
     settings = _settings("export", config, data_dir)
+    owner_id = _owner("export", owner, settings)
     _require_database(settings)
-    owner_id = owner or settings.default_owner
     if kind is None:
         named_yaml = output is not None and output.suffix.lower() in (".yaml", ".yml")
         kind = "yaml" if named_yaml else "json"
@@ -100,8 +109,14 @@ def export_command(
 
     async def write(store: SQLiteStore) -> None:
         if output is None:
-            await _write_all(chunks(store), sys.stdout.buffer)
+            try:
+                await _write_all(chunks(store), sys.stdout.buffer)
+                sys.stdout.buffer.flush()  # a full disk answers here, not at exit
+            except OSError as exc:
+                raise FileTrouble(f"cannot write to standard output: {_why(exc)}") from None
             return
+        if output.is_dir():  # else a whole export would be written, then not renamed
+            raise FileTrouble(f"cannot write {output}: it is a directory")
         partial = output.with_name(f".{output.name}.partial")
         try:
             with partial.open("wb") as file:
@@ -109,25 +124,23 @@ def export_command(
                 file.flush()
                 os.fsync(file.fileno())
             partial.replace(output)
+        except OSError as exc:  # no directory, no permission, a full disk…
+            raise FileTrouble(f"cannot write {output}: {_why(exc)}") from None
         finally:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):
                 partial.unlink()
 
     _run("export", settings, write)
     where = f" to {output}" if output is not None else ""
     typer.echo(
-        f"exported {counts.conversations} conversations, {counts.messages} messages{where}",
+        f"exported {_counted(counts.conversations, 'conversation')}, "
+        f"{_counted(counts.messages, 'message')}{where}",
         err=True,
     )
 
 
 def import_command(
-    file: Annotated[
-        Path,
-        typer.Argument(
-            exists=True, dir_okay=False, help="An export document, JSON or YAML (*.yaml)."
-        ),
-    ],
+    file: Annotated[Path, typer.Argument(help="An export document, JSON or YAML (*.yaml).")],
     owner: OwnerOption = None,
     max_bytes: Annotated[
         int | None,
@@ -141,18 +154,12 @@ def import_command(
     """Import conversations from an export document; prints what was created, skipped and
     rejected. Importing the same file again stores nothing twice."""
     settings = _settings("import", config, data_dir)
-    owner_id = owner or settings.default_owner
-    with file.open("rb") as opened:
-        kind = kind_of_file(file.name, opened.read(64))
-    limit = max_bytes if max_bytes is not None else DEFAULT_MAX_IMPORT_BYTES[kind]
-    size = file.stat().st_size
-    if size > limit:
-        typer.echo(
-            f"chatkeep import: {file} is {size} bytes, over --max-bytes {limit} ({kind})",
-            err=True,
-        )
-        raise typer.Exit(code=2)
-    data = file.read_bytes()
+    owner_id = _owner("import", owner, settings)
+    try:
+        kind, data = _read_document(file, max_bytes)
+    except OSError as exc:  # missing, a directory, no permission, an I/O error…
+        typer.echo(f"chatkeep import: cannot read {file}: {_why(exc)}", err=True)
+        raise typer.Exit(code=1) from None
     try:
         document = parse(data, kind, max_depth=document_depth(settings.limits))
         read_head(document)  # refused whole before the database is even opened
@@ -160,7 +167,11 @@ def import_command(
         typer.echo(f"chatkeep import: {file}: {exc.message}", err=True)
         raise typer.Exit(code=2) from None
     del data  # the decoded document is all that is needed now
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        typer.echo(f"chatkeep import: cannot make {settings.data_dir}: {_why(exc)}", err=True)
+        raise typer.Exit(code=1) from None
 
     async def run(store: SQLiteStore) -> ImportReport:
         return await import_document(store, owner_id, document, settings.limits)
@@ -180,6 +191,45 @@ def register(cli: typer.Typer) -> None:
     """Add the ``export`` and ``import`` commands to ``cli``."""
     cli.command("export")(export_command)
     cli.command("import")(import_command)
+
+
+def _read_document(file: Path, max_bytes: int | None) -> tuple[Kind, bytes]:
+    """The file's syntax and bytes; exits (2) when it is over ``--max-bytes``."""
+    with file.open("rb") as opened:
+        data = opened.read(64)
+        kind = kind_of_file(file.name, data)
+        limit = max_bytes if max_bytes is not None else DEFAULT_MAX_IMPORT_BYTES[kind]
+        # Read at most one byte past the limit: a file that grows meanwhile is still bounded.
+        data += opened.read(max(limit + 1 - len(data), 0))
+        if len(data) > limit:
+            size = max(os.fstat(opened.fileno()).st_size, len(data))
+            typer.echo(
+                f"chatkeep import: {file} is {size} bytes, over --max-bytes {limit} ({kind})",
+                err=True,
+            )
+            raise typer.Exit(code=2)
+    return kind, data
+
+
+def _owner(command: str, owner: str | None, settings: Settings) -> str:
+    """``--owner``, checked as ``chatkeep keys create`` checks it; else the default owner."""
+    if owner is None:
+        return settings.default_owner
+    try:
+        check_name("owner", owner)
+    except InvalidRequest as exc:
+        typer.echo(f"chatkeep {command}: --{exc.message}", err=True)
+        raise typer.Exit(code=2) from None
+    return owner
+
+
+def _why(exc: OSError) -> str:
+    """The operating system's reason, without the path (the message names the file)."""
+    return exc.strerror or str(exc)
+
+
+def _counted(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 async def _write_all(chunks: AsyncIterator[bytes], file: BinaryIO) -> None:
