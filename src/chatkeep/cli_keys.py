@@ -12,7 +12,6 @@ Exit codes: ``0`` done, ``1`` no such key or storage unavailable, ``2`` bad opti
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -24,10 +23,10 @@ from rich.console import Console
 from rich.table import Table
 
 from chatkeep.auth.key_service import KeyService, key_dict
+from chatkeep.cli_store import require_database, run_on_store, tool_settings
 from chatkeep.domain.keys import ApiKey, number_text
-from chatkeep.errors import ChatkeepError, InvalidRequest
-from chatkeep.settings import Settings, load_settings
-from chatkeep.storage.sqlite import DATABASE_FILE, SQLiteStore
+from chatkeep.settings import Settings
+from chatkeep.storage.sqlite import SQLiteStore
 
 T = TypeVar("T")
 
@@ -201,51 +200,30 @@ def keys_table(keys: list[ApiKey]) -> Table:
 
 
 def _settings(config: Path | None, data_dir: Path | None) -> Settings:
-    settings = load_settings(config, **({"data_dir": data_dir} if data_dir is not None else {}))
-    if settings.storage != "sqlite":
-        typer.echo(
-            f"chatkeep keys: storage is {settings.storage!r}: keys are kept only with "
-            "storage=sqlite (a key made in memory would be gone when this command ends)",
-            err=True,
-        )
-        raise typer.Exit(code=2)
-    return settings
+    return tool_settings(
+        "keys",
+        config,
+        data_dir,
+        why="keys are kept only with storage=sqlite (a key made in memory would be gone "
+        "when this command ends)",
+    )
 
 
 def _require_database(settings: Settings) -> None:
-    path = settings.data_dir / DATABASE_FILE
-    if not path.is_file():
-        typer.echo(f"chatkeep keys: no database at {path}", err=True)
-        raise typer.Exit(code=2)
+    require_database("keys", settings)
 
 
 def _run(settings: Settings, work: Callable[[KeyService], Awaitable[T]]) -> T:
     """Open the store in shared mode, do ``work`` with a `KeyService`, close the store."""
 
-    async def main() -> T:
-        store = SQLiteStore(
-            settings.data_dir / DATABASE_FILE,
-            synchronous=settings.sqlite.synchronous,
-            busy_timeout_ms=settings.sqlite.busy_timeout_ms,
-            readers=1,
-            shared=True,
+    async def with_service(store: SQLiteStore) -> T:
+        service = KeyService(
+            store,
+            defaults=settings.access,
+            models=settings.models.keys(),
+            default_page_size=settings.limits.default_page_size,
+            max_page_size=settings.limits.max_page_size,
         )
-        await store.open()
-        try:
-            service = KeyService(
-                store,
-                defaults=settings.access,
-                models=settings.models.keys(),
-                default_page_size=settings.limits.default_page_size,
-                max_page_size=settings.limits.max_page_size,
-            )
-            return await work(service)
-        finally:
-            await store.close()
+        return await work(service)
 
-    try:
-        return asyncio.run(main())
-    except ChatkeepError as exc:
-        typer.echo(f"chatkeep keys: {exc.message}", err=True)
-        code = 2 if isinstance(exc, InvalidRequest) else 1
-        raise typer.Exit(code=code) from None
+    return run_on_store("keys", settings, with_service, invalid_request_exit=2)

@@ -16,7 +16,6 @@ could have), a file that is not an export document, or settings that keep nothin
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import sys
@@ -29,9 +28,10 @@ import orjson
 import typer
 
 from chatkeep.auth.grants import check_name
+from chatkeep.cli_store import require_database, run_on_store, tool_settings
 from chatkeep.errors import ChatkeepError, InvalidRequest
-from chatkeep.settings import Settings, load_settings
-from chatkeep.storage.sqlite import DATABASE_FILE, SQLiteStore
+from chatkeep.settings import Settings
+from chatkeep.storage.sqlite import SQLiteStore
 from chatkeep.transfer.documents import (
     InvalidDocument,
     Kind,
@@ -240,43 +240,15 @@ async def _write_all(chunks: AsyncIterator[bytes], file: BinaryIO) -> None:
 
 
 def _settings(command: str, config: Path | None, data_dir: Path | None) -> Settings:
-    settings = load_settings(config, **({"data_dir": data_dir} if data_dir is not None else {}))
-    if settings.storage != "sqlite":
-        typer.echo(
-            f"chatkeep {command}: storage is {settings.storage!r}: conversations are kept "
-            "on disk only with storage=sqlite",
-            err=True,
-        )
-        raise typer.Exit(code=2)
-    return settings
+    return tool_settings(
+        command, config, data_dir, why="conversations are kept on disk only with storage=sqlite"
+    )
 
 
 def _require_database(settings: Settings) -> None:
-    path = settings.data_dir / DATABASE_FILE
-    if not path.is_file():
-        typer.echo(f"chatkeep export: no database at {path}", err=True)
-        raise typer.Exit(code=2)
+    require_database("export", settings)
 
 
 def _run(command: str, settings: Settings, work: Callable[[SQLiteStore], Awaitable[T]]) -> T:
     """Open the store in shared mode, do ``work`` with it, close it."""
-
-    async def main() -> T:
-        store = SQLiteStore(
-            settings.data_dir / DATABASE_FILE,
-            synchronous=settings.sqlite.synchronous,
-            busy_timeout_ms=settings.sqlite.busy_timeout_ms,
-            readers=1,
-            shared=True,
-        )
-        await store.open()
-        try:
-            return await work(store)
-        finally:
-            await store.close()
-
-    try:
-        return asyncio.run(main())
-    except ChatkeepError as exc:
-        typer.echo(f"chatkeep {command}: {exc.message}", err=True)
-        raise typer.Exit(code=1) from None
+    return run_on_store(command, settings, work)
