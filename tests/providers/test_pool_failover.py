@@ -14,6 +14,7 @@ import pytest
 from chatkeep.errors import ProviderError, ProviderTimeout, ProviderUnavailable, StreamCut
 from chatkeep.fakellm import FakeLLMConfig, start_fake_llm
 from chatkeep.providers.base import ChatRequest, Chunk
+from chatkeep.providers.health import BreakerState
 from chatkeep.providers.pool import NoBackendAvailable, ProviderPool
 from tests.providers.conftest import StartFakeLLM
 from tests.providers.pool_backends import (
@@ -131,6 +132,49 @@ async def test_a_400_is_never_retried(scripted: StartScripted, collect: Collect)
         assert (first.requests, second.requests) == (1, 0)
         # The backend answered: it is up, whatever the request was.
         assert pool.backends[0].breaker.consecutive_failures == 0
+
+
+@pytest.mark.parametrize("status", [401, 403, 404])
+async def test_a_backend_refusing_its_key_or_model_is_taken_out_and_the_reply_served_elsewhere(
+    scripted: StartScripted, collect: Collect, status: int
+) -> None:
+    refusing = await scripted(status=status)
+    spare = await scripted()
+    clock = FakeClock()
+    model = pool_model(refusing.url, spare.url, balancing="least_inflight")
+
+    async with registry_of({"m": model}, clock) as registry:
+        pool = registry.pools["m"]
+        results = [await collect(pool.stream(REQUEST)) for _ in range(10)]
+
+        assert [error for _, error in results] == [None] * 10
+        # One answer opened its breaker: it answers at once, so it must not stay chosen.
+        assert refusing.requests == 1
+        assert spare.requests == 10
+        bad = pool.backends[0]
+        assert bad.health.failures == 1
+        assert bad.breaker.state is BreakerState.OPEN
+        assert bad.health.state(bad.breaker) == "cooldown"
+        assert f"answered {status}" in (bad.health.last_error or "")
+        assert clock.slept == []
+
+
+async def test_when_every_backend_refuses_its_key_the_last_error_is_raised(
+    scripted: StartScripted, collect: Collect
+) -> None:
+    first = await scripted(status=401)
+    second = await scripted(status=401)
+    clock = FakeClock()
+    model = pool_model(first.url, second.url, balancing="ordered", attempts=5)
+
+    async with registry_of({"m": model}, clock) as registry:
+        _, error = await collect(registry.pools["m"].stream(REQUEST))
+
+    assert isinstance(error, ProviderError)
+    assert error.upstream_status == 401
+    assert error.status_code == 502
+    assert (first.requests, second.requests) == (1, 1)  # both out: nothing left to try
+    assert clock.slept == []
 
 
 @pytest.mark.parametrize("attempts", [1, 3])

@@ -88,6 +88,24 @@ async def test_a_4xx_answer_is_relayed_as_it_is_and_not_retried(scripted: StartS
     assert (refusing.requests, spare.requests) == (1, 0)
 
 
+async def test_a_backend_refusing_its_key_is_not_relayed_and_another_answers(
+    scripted: StartScripted,
+) -> None:
+    revoked = await scripted(status=401)
+    spare = await scripted()
+    model = pool_model(revoked.url, spare.url, balancing="ordered")
+
+    async with registry_of({"m": model}) as registry:
+        pool = registry.pools["m"]
+        status, _ = await relay(pool)
+        assert (status, revoked.requests, spare.requests) == (200, 1, 1)
+        status, _ = await relay(pool)
+
+        assert (status, revoked.requests, spare.requests) == (200, 1, 2)
+        assert pool.backends[0].health.failures == 1
+        assert pool.backends[0].breaker.state.value == "open"
+
+
 async def test_when_every_try_fails_the_last_error_is_raised(fake_llm: StartFakeLLM) -> None:
     failing = await fake_llm(fail_rate=1.0)
     clock = FakeClock()

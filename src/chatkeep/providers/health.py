@@ -23,6 +23,10 @@ The breaker (closed → open → half-open → closed):
 * it opens at once on ``429`` or ``503``, for the ``Retry-After`` the backend gave (at
   most ``max_retry_after``); the backend said when to come back, so no probe is needed;
   without a ``Retry-After`` it is a failure opening like the above;
+* it opens at once, for ``breaker_cooldown``, on ``401``, ``403`` or ``404``
+  (`BACKEND_FAULT_STATUSES`): in a pool that is this backend's key revoked or wrong, or
+  the model missing there; each answer comes back at once, so waiting for
+  ``breaker_failures`` of them would let a balancer feed it most of the traffic;
 * half-open lets exactly one trial request through: its success closes the breaker,
   its failure opens it again.
 
@@ -47,6 +51,10 @@ MIN_PERCENTILE_SAMPLES = 20
 MIN_RATE_SAMPLES = 10
 #: The longest error message kept per backend.
 LAST_ERROR_CHARS = 300
+#: Answers that in a pool say the backend is wrong, not the request: a key that one
+#: backend refuses (401, 403) or a model it does not have (404). The same request is
+#: worth sending to another backend.
+BACKEND_FAULT_STATUSES = frozenset({401, 403, 404})
 
 
 class BreakerState(enum.Enum):
@@ -113,6 +121,7 @@ class Breaker:
             return True
         if (
             status in (429, 503)
+            or status in BACKEND_FAULT_STATUSES
             or self.state is BreakerState.HALF_OPEN
             or self.consecutive_failures >= self.threshold
         ):

@@ -55,7 +55,7 @@ from chatkeep.providers.backend import Backend, build_backend
 from chatkeep.providers.balancing import Balancer
 from chatkeep.providers.base import ChatRequest, Chunk, PassthroughResponse, Provider
 from chatkeep.providers.first_token import read_first_token
-from chatkeep.providers.health import BreakerState
+from chatkeep.providers.health import BACKEND_FAULT_STATUSES, BreakerState
 from chatkeep.providers.hedging import ADAPTIVE_PERCENTILE, HedgeBudget, hedge_delay
 from chatkeep.providers.http import EXCERPT_BYTES, HTTPProvider, attempt_limit, status_error
 from chatkeep.providers.probing import Prober
@@ -153,7 +153,9 @@ class ProviderPool(Provider):
     async def passthrough(self, body: bytes) -> PassthroughResponse:
         """Relay ``body`` to one backend; ``429``/``5xx`` answers are retried like errors.
 
-        Any other status is relayed as it is (a ``4xx`` is the client's to read). Once
+        So are ``401``, ``403`` and ``404``: this backend's key or model is wrong
+        (`BACKEND_FAULT_STATUSES`). Any other status is relayed as it is (a ``4xx`` is
+        the client's to read). Once
         the answer's first token is in (a stream's first event with content, a JSON
         answer's first bytes: `chatkeep.providers.first_token`), it is this backend's,
         to its end; what was read to find it is relayed first, unchanged.
@@ -162,7 +164,8 @@ class ProviderPool(Provider):
         async def open_relay(backend: Backend) -> OpenRelay:
             answer = await backend.provider.passthrough(body)
             try:
-                if answer.status == 429 or answer.status >= 500:
+                status = answer.status
+                if status == 429 or status >= 500 or status in BACKEND_FAULT_STATUSES:
                     head = await read_some(answer.body, EXCERPT_BYTES)
                     raise status_error(
                         answer.status, head, answer.retry_after, backend.provider.label

@@ -4,7 +4,9 @@ Only before the reply's first token: once a token has reached anyone, the reply 
 never restarted (it ends ``incomplete``). Then:
 
 * retried: connection errors, timeouts, a stream cut before its first token, ``5xx``
-  and ``429`` (`ProviderUnavailable`, `ProviderTimeout`, `StreamCut`);
+  and ``429`` (`ProviderUnavailable`, `ProviderTimeout`, `StreamCut`), and ``401``,
+  ``403`` and ``404``: in a pool those say this backend's key or model is wrong
+  (`chatkeep.providers.health.BACKEND_FAULT_STATUSES`), and another may serve it;
 * never retried: any other answer ``>= 400`` (the request itself is wrong: sending it
   elsewhere gets the same answer) and anything that is not a `ProviderError`;
 * at most ``attempts`` tries, and never past the reply's total deadline: a wait that
@@ -35,15 +37,18 @@ from tenacity import (
 from tenacity.stop import stop_base
 
 from chatkeep.errors import ProviderError, ProviderTimeout, ProviderUnavailable, StreamCut
+from chatkeep.providers.health import BACKEND_FAULT_STATUSES
 
 
 def retryable(error: BaseException) -> bool:
     """May a reply that failed with ``error`` before its first token be tried again?"""
-    return isinstance(error, ProviderUnavailable | ProviderTimeout | StreamCut)
+    if isinstance(error, ProviderUnavailable | ProviderTimeout | StreamCut):
+        return True
+    return isinstance(error, ProviderError) and error.upstream_status in BACKEND_FAULT_STATUSES
 
 
 def counts_against_backend(error: ProviderError) -> bool:
-    """Does ``error`` say the backend is unwell? A 4xx other than 429 says the request is."""
+    """Does ``error`` say the backend is unwell? Another 4xx says the request is."""
     return retryable(error)
 
 
