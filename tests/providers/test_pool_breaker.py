@@ -162,6 +162,35 @@ def test_429_and_503_open_the_breaker_for_the_time_the_backend_gave() -> None:
     assert breaker.reopens_in() is None
 
 
+def test_a_breaker_whose_retry_after_has_passed_reads_half_open_without_a_request() -> None:
+    clock = FakeClock()
+    breaker = Breaker(failures=5, cooldown=10.0, max_retry_after=30.0, clock=clock)
+    health = BackendHealth(window=10, degraded_error_rate=0.5)
+    assert breaker.failed(failure(429, retry_after=2.0), trial=False)
+    assert (breaker.state, health.state(breaker)) == (BreakerState.OPEN, "cooldown")
+
+    clock.advance(2.0)
+
+    # What balancing, hedging and /admin/providers read: one trial may go now.
+    assert breaker.state is BreakerState.HALF_OPEN
+    assert health.state(breaker) == "degraded"
+    assert breaker.reopens_in() == 0.0
+    assert breaker.allows()
+    assert breaker.begin() is True
+    assert not breaker.allows()  # exactly one trial
+
+
+def test_a_breaker_opened_by_failures_stays_open_until_a_probe() -> None:
+    clock = FakeClock()
+    breaker = Breaker(failures=1, cooldown=10.0, max_retry_after=30.0, clock=clock)
+    assert breaker.failed(failure(500), trial=False)
+
+    clock.advance(60.0)
+
+    assert breaker.state is BreakerState.OPEN
+    assert breaker.needs_probe() and not breaker.allows()
+
+
 def test_retry_after_is_read_as_seconds_or_an_http_date() -> None:
     assert parse_retry_after("2") == 2.0
     assert parse_retry_after(" 1.5 ") == 1.5

@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
+from chatkeep.errors import ProviderUnavailable
 from chatkeep.fakellm import FakeLLMConfig
 from chatkeep.providers.base import ChatRequest, Chunk
-from chatkeep.providers.health import BackendHealth
+from chatkeep.providers.health import BackendHealth, BreakerState
 from chatkeep.providers.hedging import ADAPTIVE_PERCENTILE, HedgeBudget, hedge_delay
 from tests.providers.conftest import StartFakeLLM
 from tests.providers.pool_backends import (
@@ -138,6 +139,36 @@ async def test_no_hedge_while_a_breaker_of_the_model_is_open(
     assert pool.budget.spent == 0
 
 
+async def test_a_backend_back_from_its_retry_after_may_be_hedged_to_as_its_trial(
+    scripted: StartScripted, collect: Collect
+) -> None:
+    slow = await scripted(before_first=asyncio.Event())
+    limited = await scripted()
+    clock = FakeClock()
+    model = pool_model(
+        slow.url,
+        limited.url,
+        balancing="ordered",
+        hedge_after_ms=5,
+        hedge_budget=1,
+        timeout_seconds=5.0,  # without a hedge the reply fails rather than hang
+    )
+
+    async with registry_of({"m": model}, clock) as registry:
+        pool = registry.pools["m"]
+        breaker = pool.backends[1].breaker
+        told = ProviderUnavailable("busy", upstream_status=429, retry_after=2.0)
+        assert breaker.failed(told, trial=False)
+        clock.advance(2.0)  # no request reached it since: its time is over all the same
+
+        chunks, error = await collect(pool.stream(REQUEST))
+
+        assert error is None and chunks
+        assert limited.requests == 1  # the hedge was its trial...
+        assert breaker.state is BreakerState.CLOSED  # ...and closed the breaker
+        assert pool.backends[1].health.hedges_won == 1
+
+
 def test_the_budget_is_a_bounded_token_counter() -> None:
     budget = HedgeBudget(0.05)
     spent = 0
@@ -204,7 +235,7 @@ def test_slow_attempts_hedged_away_keep_the_adaptive_delay_where_it_is() -> None
         assert adaptive_delay(health) == pytest.approx(delay), round_
 
 
-async def test_adaptive_hedging_waits_for_enough_samples_then_uses_the_p95(
+async def test_adaptive_hedging_waits_for_enough_samples_then_uses_twice_the_p90(
     scripted: StartScripted, collect: Collect
 ) -> None:
     primary = await scripted()

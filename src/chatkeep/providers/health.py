@@ -28,7 +28,8 @@ The breaker (closed → open → half-open → closed):
   the model missing there; each answer comes back at once, so waiting for
   ``breaker_failures`` of them would let a balancer feed it most of the traffic;
 * half-open lets exactly one trial request through: its success closes the breaker,
-  its failure opens it again.
+  its failure opens it again. A breaker opened for a ``Retry-After`` is half-open as
+  soon as that time has passed (read from `Breaker.state`), request or not.
 
 Every time is read from an injected clock, so tests step through cooldowns without
 sleeping.
@@ -78,7 +79,7 @@ class Breaker:
         self.cooldown = cooldown
         self.max_retry_after = max_retry_after
         self._clock = clock
-        self.state = BreakerState.CLOSED
+        self._state = BreakerState.CLOSED
         self.consecutive_failures = 0
         #: While open: when it may be tried again (by a probe, or directly when `told`).
         self.open_until = 0.0
@@ -87,6 +88,24 @@ class Breaker:
         self.trial_inflight = False
         self.opened = 0
 
+    @property
+    def state(self) -> BreakerState:
+        """Its state now: one opened for a ``Retry-After`` that has passed is half-open.
+
+        Read this way, not when the next request happens to come: balancing, hedging
+        (no hedge while a breaker is open) and ``/admin/providers`` all see it back, so
+        it cannot stay ``open`` for want of traffic that its state keeps away.
+        """
+        state = self._state
+        if state is BreakerState.OPEN and self.told and self._clock() >= self.open_until:
+            state = self._state = BreakerState.HALF_OPEN
+            self.trial_inflight = False
+        return state
+
+    @state.setter
+    def state(self, state: BreakerState) -> None:
+        self._state = state
+
     def allows(self) -> bool:
         """May a request go to this backend now?"""
         state = self.state
@@ -94,7 +113,7 @@ class Breaker:
             return True
         if state is BreakerState.HALF_OPEN:
             return not self.trial_inflight
-        return self.told and self._clock() >= self.open_until
+        return False  # open: a probe must answer first (`state` ends a told cooldown)
 
     def begin(self) -> bool:
         """A request is sent (`allows` said yes); True when it is the breaker's trial."""

@@ -345,14 +345,22 @@ class ProviderPool(Provider):
         return winner
 
     def _hedge_target(self, reply: Reply) -> Backend | None:
-        """A healthy backend not yet tried for this reply, if the budget allows a hedge."""
+        """A healthy backend not yet tried for this reply, if the budget allows a hedge.
+
+        A half-open backend may be one too: the hedge is its trial, and a ``Retry-After``
+        breaker gets its trial even when balancing would not send it anything.
+        """
         backends = self.backends
         if any(b.breaker.state is BreakerState.OPEN for b in backends):
             return None  # a partial outage: the backends left must not get double load
         candidates = [
             b
             for b in backends
-            if b not in reply.tried and b.usable() and b.health.state(b.breaker) == "healthy"
+            if b not in reply.tried
+            and b.usable()
+            and (
+                b.breaker.state is BreakerState.HALF_OPEN or b.health.state(b.breaker) == "healthy"
+            )
         ]
         if not candidates or not self.budget.spend():
             return None
