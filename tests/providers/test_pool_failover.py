@@ -11,7 +11,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from chatkeep.errors import ProviderError, ProviderTimeout, ProviderUnavailable, StreamCut
+from chatkeep.errors import (
+    Overloaded,
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    StreamCut,
+)
 from chatkeep.fakellm import FakeLLMConfig, start_fake_llm
 from chatkeep.providers.base import ChatRequest, Chunk
 from chatkeep.providers.health import BreakerState
@@ -263,13 +269,13 @@ async def test_timeouts_are_provider_timeouts(scripted: StartScripted, collect: 
     assert isinstance(error, ProviderTimeout)
 
 
-async def test_a_reply_finding_every_backend_busy_backs_off_and_tries_again(
+async def test_a_reply_finding_every_backend_busy_waits_for_a_slot_without_using_an_attempt(
     scripted: StartScripted, collect: Collect
 ) -> None:
     gate = asyncio.Event()
     slow = await scripted(before_first=gate)
     clock = FakeClock()
-    model = pool_model(slow.url, attempts=2, max_connections=1)
+    model = pool_model(slow.url, attempts=1, max_connections=1)
 
     async with registry_of({"m": model}, clock) as registry:
         pool = registry.pools["m"]
@@ -278,15 +284,36 @@ async def test_a_reply_finding_every_backend_busy_backs_off_and_tries_again(
             if slow.requests:
                 break
             await asyncio.sleep(0.01)
+        second = asyncio.ensure_future(collect(pool.stream(REQUEST)))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not second.done() and slow.requests == 1  # waiting, not failed
 
-        _, error = await collect(pool.stream(REQUEST))
-
-        assert isinstance(error, NoBackendAvailable) and error.busy
-        assert "in-flight bound (1 requests)" in error.message
-        assert len(clock.slept) == 1  # it waited once before its second try
         gate.set()
-        chunks, first_error = await first
-        assert first_error is None and text(chunks) == SCRIPTED_REPLY
+        results = [await first, await second]
+
+        assert [error for _, error in results] == [None, None]
+        assert [text(chunks) for chunks, _ in results] == [SCRIPTED_REPLY] * 2
+        assert slow.requests == 2
+        assert pool.retries == 0 and clock.slept == []
+
+
+async def test_a_busy_pool_refuses_with_503_and_retry_after_once_the_deadline_passes(
+    scripted: StartScripted, collect: Collect
+) -> None:
+    idle = await scripted()
+    model = pool_model(idle.url, max_connections=1, timeout_seconds=0.05)
+
+    async with registry_of({"m": model}) as registry:
+        pool = registry.pools["m"]
+        pool.backends[0].health.inflight = 1  # its one slot taken by a reply still running
+        with pytest.raises(Overloaded) as refused:
+            await collect(pool.stream(REQUEST))
+        pool.backends[0].health.inflight = 0
+
+    assert refused.value.status_code == 503 and refused.value.retry_after > 0
+    assert "in-flight bound (1 requests)" in refused.value.message
+    assert idle.requests == 0
 
 
 async def test_the_probe_task_brings_a_backend_back_and_then_ends(

@@ -5,7 +5,9 @@ passthrough and summaries all get it. One reply through it:
 
 1. the balancer (`chatkeep.providers.balancing`) picks a backend among those whose
    breaker lets requests through and that are under their in-flight bound, preferring
-   those not yet tried for this reply;
+   those not yet tried for this reply; when every backend in rotation is at its bound,
+   the reply waits for an attempt to end, within its deadline, and past it is refused
+   with `Overloaded` (``503`` with ``Retry-After``), never with a ``502``;
 2. the attempt runs until its first token (a streamed piece; for a relayed stream, its
    first event with content, `chatkeep.providers.first_token`), bounded by the
    backend's ``attempt_timeout_seconds`` and by what is left of the reply's total
@@ -39,7 +41,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
-from chatkeep.errors import ProviderError, ProviderTimeout, ProviderUnavailable
+from chatkeep.errors import Overloaded, ProviderError, ProviderTimeout, ProviderUnavailable
 from chatkeep.providers.attempts import (
     OpenedT,
     Opener,
@@ -66,9 +68,9 @@ from chatkeep.settings import ModelConfig
 class NoBackendAvailable(ProviderUnavailable):
     """No backend of a model can take a request now.
 
-    ``busy``: some are in rotation but at their in-flight bound (worth waiting for);
-    otherwise every one is out of rotation, and ``retry_after`` says for how long when a
-    backend said so.
+    ``busy``: some are in rotation but at their in-flight bound (the pool waits for a
+    free slot, `ProviderPool._choose`); otherwise every one is out of rotation, and
+    ``retry_after`` says for how long when a backend said so.
     """
 
     busy = False
@@ -116,6 +118,15 @@ class ProviderPool(Provider):
             clock=clock,
         )
         self.retries = 0
+        #: Replies waiting for a free slot, and what wakes them: set (then replaced) when
+        #: an attempt ends. Counted so that an attempt's end costs nothing when none waits.
+        self._waiting = 0
+        self._freed = asyncio.Event()
+        # A wait for a slot is bounded by the attempt timeout too, when every backend has one.
+        limits = [b.attempt_timeout for b in self.backends]
+        self._slot_wait_max = (
+            None if None in limits else max(limit for limit in limits if limit is not None)
+        )
 
     @property
     def clock(self) -> Callable[[], float]:
@@ -214,7 +225,7 @@ class ProviderPool(Provider):
         raise AssertionError("unreachable: the retry loop re-raises the last error")
 
     async def _round(self, reply: Reply, opener: Opener[OpenedT]) -> Won[OpenedT]:
-        primary = self._pick(reply)
+        primary = await self._choose(reply)
         setting = self._hedge_after
         if setting is not None:
             learnt = (
@@ -226,6 +237,41 @@ class ProviderPool(Provider):
             if delay is not None:
                 return await self._hedged(primary, delay, reply, opener)
         return await self._try(primary, reply, opener)
+
+    async def _choose(self, reply: Reply) -> Backend:
+        """`_pick`, waiting for a free slot while every backend in rotation is busy.
+
+        The wait is not an attempt (it uses none of ``attempts``): a busy pool is not a
+        failing one. It is bounded by what is left of the reply's deadline, and by the
+        attempt timeout when every backend has one; past that the reply is refused with
+        `Overloaded` (``503``, ``Retry-After``) so its client knows to come back.
+        """
+        until: float | None = None
+        while True:
+            try:
+                return self._pick(reply)
+            except NoBackendAvailable as exc:
+                if not exc.busy:
+                    raise
+                busy = exc
+            now = self._clock()
+            if until is None:
+                cap = self._slot_wait_max
+                until = reply.deadline if cap is None else min(reply.deadline, now + cap)
+            left = until - now
+            if left <= 0:
+                raise Overloaded(f"{busy.message}; no slot freed in time", retry_after=1.0)
+            freed = self._freed
+            self._waiting += 1
+            try:
+                async with asyncio.timeout(left):
+                    await freed.wait()
+            except TimeoutError:
+                raise Overloaded(
+                    f"{busy.message}; no slot freed in time", retry_after=1.0
+                ) from None
+            finally:
+                self._waiting -= 1
 
     def _pick(self, reply: Reply) -> Backend:
         backends = self.backends
@@ -390,6 +436,11 @@ class ProviderPool(Provider):
         """The end of an attempt: its outcome goes to the backend's health and breaker."""
         health = backend.health
         health.inflight -= 1
+        if self._waiting:
+            # Wake every waiting reply: each picks again, and those that find no slot
+            # wait again on the next event.
+            freed, self._freed = self._freed, asyncio.Event()
+            freed.set()
         breaker = backend.breaker
         if ok:
             health.outcome(True)
