@@ -21,6 +21,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, TypeAdapter, model_validator
 from pydantic_settings import (
@@ -50,6 +51,48 @@ class Section(BaseModel):
 #: The most backends one model may have (each is a label value of the provider metrics).
 MAX_BACKENDS = 64
 
+#: How a model or backend is validated. An error never echoes its input, which holds the
+#: API keys; and a time given as ``inf`` (or ``nan``) is refused, since it only fails later,
+#: on every request, when the event loop turns it into a deadline.
+_MODEL_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False, hide_input_in_errors=True)
+
+#: `ModelConfig` options only a pool (a model given as ``backends``) reads.
+POOL_OPTIONS = (
+    "balancing",
+    "attempts",
+    "attempt_timeout_seconds",
+    "retry_backoff_seconds",
+    "retry_backoff_max_seconds",
+    "hedge_after_ms",
+    "hedge_budget",
+    "breaker_failures",
+    "breaker_cooldown_seconds",
+    "max_retry_after_seconds",
+    "probe_interval_seconds",
+    "probe_timeout_seconds",
+    "health_window",
+    "degraded_error_rate",
+)
+
+
+def _check_credentials(url: str | None, api_key: str | None) -> None:
+    """Refuse a URL with ``user:password@`` together with an API key.
+
+    A request cannot carry both (aiohttp refuses an Authorization header next to
+    credentials in the URL), so each one would fail; the message quotes neither.
+    """
+    if url is None or api_key is None:
+        return
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:
+        return  # not a URL at all: the registry says so, naming the model
+    if "@" in netloc:
+        raise ValueError(
+            "url has credentials (user:password@) and api_key is set too: a request "
+            "cannot send both; keep one"
+        )
+
 
 class BackendConfig(BaseModel):
     """One backend of a model: a URL and, optionally, its own key, name and bounds.
@@ -58,7 +101,7 @@ class BackendConfig(BaseModel):
     model's value (``provider``, ``upstream_model``, ``max_connections``…).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(**_MODEL_CONFIG, frozen=True)
 
     name: str | None = Field(
         default=None,
@@ -81,14 +124,22 @@ class BackendConfig(BaseModel):
     attempt_timeout_seconds: float | None = Field(default=None, gt=0)
     keepalive_seconds: float | None = Field(default=None, gt=0)
 
+    @model_validator(mode="after")
+    def _one_kind_of_credentials(self) -> BackendConfig:
+        _check_credentials(self.url, self.api_key)
+        return self
+
 
 class ModelConfig(BaseModel):
     """How one model name reaches its backend, or the pool of backends that serve it.
 
     The one-backend form (``url``, ``api_key`` on the model) is a plain provider, as it
     always was; ``backends`` makes the model a pool (see docs/providers.md). The pool
-    options below are read only by pools.
+    options below (`POOL_OPTIONS`) are read only by pools, so the one-backend form refuses
+    them rather than ignore them.
     """
+
+    model_config = _MODEL_CONFIG
 
     provider: Literal["echo", "ollama", "openai"]
     url: str | None = Field(default=None, description="Backend base URL (ollama, openai).")
@@ -139,7 +190,21 @@ class ModelConfig(BaseModel):
 
     @model_validator(mode="after")
     def _one_form(self) -> ModelConfig:
+        # No message below quotes a value: a model's values include its API keys.
         if not self.backends:
+            if "backends" in self.model_fields_set:
+                raise ValueError(
+                    "backends: at least one backend is needed (or, for one backend, url instead)"
+                )
+            pool_only = [name for name in POOL_OPTIONS if name in self.model_fields_set]
+            if pool_only:
+                raise ValueError(
+                    f"{', '.join(pool_only)}: only a model given as backends reads "
+                    f"{'this' if len(pool_only) == 1 else 'these'}; give backends = "
+                    "[{url = ...}] instead of url, or remove "
+                    f"{'it' if len(pool_only) == 1 else 'them'}"
+                )
+            _check_credentials(self.url, self.api_key)
             return self
         if self.provider == "echo":
             raise ValueError("an echo model has no backends")
@@ -376,6 +441,8 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         # A misspelt setting in a file or an argument is an error, not silently ignored.
         extra="forbid",
+        # An error names the setting and the reason, never the value: models hold API keys.
+        hide_input_in_errors=True,
         frozen=True,
     )
 
