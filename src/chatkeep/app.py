@@ -105,8 +105,10 @@ def create_app(
             f"default_model {settings.default_model!r} is not among the configured models "
             f"({', '.join(sorted(settings.models))})"
         )
-    the_store = store or build_store(settings)
+    # The providers first: a model the registry cannot build stops here, before the store
+    # has connections to close.
     the_providers = providers or ProviderRegistry.from_settings(settings)
+    the_store = store or build_store(settings)
     admission = AdmissionQueue(
         max_inflight=settings.admission.max_inflight_generations,
         max_queued=settings.admission.max_queued_generations,

@@ -12,11 +12,13 @@ from typing import Annotated
 
 import typer
 import uvicorn
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from chatkeep.api.admin import is_loopback
-from chatkeep.errors import StorageError
+from chatkeep.errors import ChatkeepError, StorageError
 from chatkeep.logs import configure_logging
-from chatkeep.settings import load_settings, unknown_variables
+from chatkeep.settings import Settings, load_settings, unknown_variables
 
 #: The shortest admin token `serve` accepts on a network address.
 MIN_NETWORK_TOKEN_CHARS = 16
@@ -53,7 +55,7 @@ def serve(
         overrides["host"] = host
     if port is not None:
         overrides["port"] = port
-    settings = load_settings(config, **overrides)
+    settings = _load_or_exit(config, overrides)
     if settings.access.mode == "none" and not is_loopback(settings.host):
         typer.echo(
             f"refusing to listen on {settings.host}: with CHATKEEP_AUTH=none every client "
@@ -103,7 +105,12 @@ def serve(
             err=True,
         )
         raise typer.Exit(code=1) from None
-    application = create_app(settings)
+    try:
+        application = create_app(settings)
+    except (ChatkeepError, ValueError) as exc:  # a model the registry cannot build
+        listener.close()
+        typer.echo(f"chatkeep: cannot start: {exc}", err=True)
+        raise typer.Exit(code=2) from None
     _tune_garbage_collector(settings.gc_threshold)
     logging.getLogger("chatkeep").info(
         "listening on %s:%d storage=%s data_dir=%s models=%s",
@@ -135,6 +142,24 @@ def serve(
         server.run(sockets=[listener])
     if not server.started:  # the app's startup failed (e.g. a damaged database); it logged why
         raise typer.Exit(code=1)
+
+
+def _load_or_exit(config: Path | None, overrides: dict[str, object]) -> Settings:
+    """The settings, or one line per problem and exit 2 (never a traceback, never a value).
+
+    Values stay out of the message: a misplaced field may hold an API key.
+    """
+    try:
+        return load_settings(config, **overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, error['loc'])) or 'settings'}: {error['msg']}"
+            for error in exc.errors(include_url=False, include_input=False)
+        )
+        typer.echo(f"chatkeep: invalid settings: {problems}", err=True)
+    except SettingsError as exc:
+        typer.echo(f"chatkeep: invalid settings: {exc}", err=True)
+    raise typer.Exit(code=2)
 
 
 def _bind(host: str, port: int) -> socket.socket:

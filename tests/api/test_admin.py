@@ -132,3 +132,21 @@ def test_serve_refuses_a_short_admin_token_on_network_address(
     result = CliRunner().invoke(cli_app, ["serve", "--host", "0.0.0.0"])
     assert result.exit_code == 2
     assert "shorter than 16" in result.output
+
+
+@pytest.mark.parametrize(
+    ("models", "says"),
+    [
+        ('{"gpt": {"provider": "openai", "url": "http://h", "balancng": "x"}}', "balancng"),
+        ('{"gpt": {"provider": "openai", "url": "ftp://alice:pw@h"}}', "not an http(s) URL"),
+    ],
+)
+def test_serve_says_what_is_wrong_with_a_model_in_one_line_without_secrets(
+    monkeypatch: pytest.MonkeyPatch, models: str, says: str
+) -> None:
+    monkeypatch.setenv("CHATKEEP_MODELS", models)
+    monkeypatch.setenv("CHATKEEP_DEFAULT_MODEL", "gpt")
+    result = CliRunner().invoke(cli_app, ["serve", "--port", "0"])
+    assert result.exit_code == 2
+    assert says in result.output
+    assert "Traceback" not in result.output and "pw" not in result.output

@@ -65,7 +65,9 @@ def backend_origin(url: str) -> str:
     """``scheme://host:port`` of a backend URL: the key that models share a session by."""
     parsed = URL(url)
     if not parsed.absolute or parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ValueError(f"not an http(s) URL: {url!r}")
+        # Named without its user and password: this message reaches the terminal.
+        shown = parsed.with_user(None) if parsed.absolute else parsed
+        raise ValueError(f"not an http(s) URL: {str(shown)!r}")
     return str(parsed.origin())
 
 
