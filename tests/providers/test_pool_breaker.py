@@ -9,9 +9,10 @@ import collections
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
+import orjson
 import pytest
 
-from chatkeep.errors import ProviderError, ProviderUnavailable
+from chatkeep.errors import Overloaded, ProviderError, ProviderUnavailable, RateLimited
 from chatkeep.providers.balancing import Balancer
 from chatkeep.providers.base import ChatRequest, Chunk
 from chatkeep.providers.health import BackendHealth, Breaker, BreakerState
@@ -25,6 +26,7 @@ from tests.providers.pool_backends import (
 )
 
 REQUEST = ChatRequest(messages=[{"role": "user", "content": "hi"}])
+BODY = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
 
 
 @pytest.fixture
@@ -88,12 +90,52 @@ async def test_a_retry_after_longer_than_the_deadline_is_not_waited_for(
     model = pool_model(limited.url, timeout_seconds=30.0)
 
     async with registry_of({"m": model}, clock) as registry:
-        _, error = await collect(registry.pools["m"].stream(REQUEST))
+        with pytest.raises(RateLimited) as refused:
+            await collect(registry.pools["m"].stream(REQUEST))
 
-    assert isinstance(error, ProviderUnavailable)
-    assert error.retry_after == 60.0
+    assert refused.value.status_code == 429
+    assert refused.value.retry_after == 60.0  # the client is told when to come back
     assert clock.slept == []
     assert limited.requests == 1
+
+
+async def test_a_pool_every_backend_of_which_rate_limits_answers_429_with_the_soonest_retry(
+    scripted: StartScripted,
+) -> None:
+    first = await scripted(status=429, retry_after="5")
+    second = await scripted(status=429, retry_after="3")
+    clock = FakeClock()
+    model = pool_model(first.url, second.url, balancing="ordered", timeout_seconds=2.5)
+
+    async with registry_of({"m": model}, clock) as registry:
+        pool = registry.pools["m"]
+        with pytest.raises(RateLimited) as refused:
+            await pool.passthrough(BODY)
+        assert refused.value.retry_after == 3.0
+        assert (first.requests, second.requests) == (1, 1)
+
+        # Both out for their Retry-After now: the next reply is told so at once.
+        with pytest.raises(Overloaded) as out:
+            await pool.passthrough(BODY)
+        assert out.value.retry_after == 3.0
+        assert (first.requests, second.requests) == (1, 1)
+
+
+async def test_429_and_503_together_answer_503_with_the_soonest_retry(
+    scripted: StartScripted,
+) -> None:
+    first = await scripted(status=503, retry_after="7")
+    second = await scripted(status=429, retry_after="9")
+    clock = FakeClock()
+    model = pool_model(first.url, second.url, balancing="ordered", timeout_seconds=5.0)
+
+    async with registry_of({"m": model}, clock) as registry:
+        with pytest.raises(Overloaded) as refused:
+            await registry.pools["m"].passthrough(BODY)
+
+    assert type(refused.value) is Overloaded
+    assert refused.value.status_code == 503
+    assert refused.value.retry_after == 7.0
 
 
 def failure(status: int | None = None, retry_after: float | None = None) -> ProviderError:

@@ -62,13 +62,18 @@ class Won(Generic[OpenedT]):
 
 
 class Reply:
-    """One reply's retry state: its deadline (on the pool's clock) and the backends tried."""
+    """One reply's retry state: deadline (pool's clock), backends tried, their failures.
 
-    __slots__ = ("deadline", "tried")
+    ``failures`` holds at most one error per attempt, so it is bounded by ``attempts``
+    and the hedges.
+    """
+
+    __slots__ = ("deadline", "failures", "tried")
 
     def __init__(self, deadline: float) -> None:
         self.deadline = deadline
         self.tried: list[Backend] = []
+        self.failures: list[ProviderError] = []
 
 
 class PooledBody:

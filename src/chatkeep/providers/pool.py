@@ -22,7 +22,11 @@ passthrough and summaries all get it. One reply through it:
    broken stream ends the reply with its error, and the reply is stored incomplete;
 5. every attempt's outcome feeds its backend's health and breaker
    (`chatkeep.providers.health`), and a breaker opening after failures wakes the
-   prober (`chatkeep.providers.probing`).
+   prober (`chatkeep.providers.probing`);
+6. a reply that every attempt's backend refused with ``429`` or ``503`` (or that finds
+   every backend out for a ``Retry-After``) fails with `RateLimited` (``429``) or
+   `Overloaded` (``503``) carrying the smallest ``Retry-After`` given, so its client
+   knows when to come back, rather than with a ``502`` (`ProviderPool._refused`).
 
 Cost: a one-backend pool without hedging adds about 4.5 µs of CPU to a reply in
 process (measured against the bare provider over a no-network member, CPython 3.11,
@@ -41,7 +45,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
-from chatkeep.errors import Overloaded, ProviderError, ProviderTimeout, ProviderUnavailable
+from chatkeep.errors import (
+    Overloaded,
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    RateLimited,
+)
 from chatkeep.providers.attempts import (
     OpenedT,
     Opener,
@@ -210,19 +220,60 @@ class ProviderPool(Provider):
         try:
             return await self._round(reply, opener)
         except ProviderError as exc:
-            if self._retry.attempts == 1 or not retryable(exc):
-                raise
-            if isinstance(exc, NoBackendAvailable) and not exc.busy:
-                raise  # nothing was tried: fail at once rather than wait through an outage
+            # Not retried: attempts of 1, an error of the request, or every backend out
+            # (nothing was tried: fail at once rather than wait through an outage).
+            if (
+                self._retry.attempts == 1
+                or not retryable(exc)
+                or (isinstance(exc, NoBackendAvailable) and not exc.busy)
+            ):
+                refused = self._refused(reply, exc)
+                if refused is None:
+                    raise
+                raise refused from exc
             failure: ProviderError | None = exc
-        async for attempt in self._retry.retrying(reply.deadline, lambda: self._waits(reply)):
-            with attempt:
-                if failure is not None:
-                    replayed, failure = failure, None
-                    raise replayed
-                self.retries += 1
-                return await self._round(reply, opener)
+        try:
+            async for attempt in self._retry.retrying(reply.deadline, lambda: self._waits(reply)):
+                with attempt:
+                    if failure is not None:
+                        replayed, failure = failure, None
+                        raise replayed
+                    self.retries += 1
+                    return await self._round(reply, opener)
+        except ProviderError as exc:
+            refused = self._refused(reply, exc)
+            if refused is None:
+                raise
+            raise refused from exc
         raise AssertionError("unreachable: the retry loop re-raises the last error")
+
+    def _refused(self, reply: Reply, error: ProviderError) -> Overloaded | None:
+        """The answer for a reply refused by rate limits or overload, None for other failures.
+
+        A ``429`` or ``503`` from every attempt says "later", not "broken": the client
+        gets ``429`` (all were ``429``) or ``503``, with the smallest ``Retry-After`` a
+        backend gave (or the breaker cooldown when none gave one). So does a reply
+        finding every backend out for a ``Retry-After`` it was given before.
+        """
+        failures = reply.failures
+        waits = [f.retry_after for f in failures if f.retry_after is not None]
+        if isinstance(error, NoBackendAvailable):
+            if error.busy or error.retry_after is None:
+                return None
+            waits.append(error.retry_after)
+        elif not failures:
+            return None
+        statuses = {f.upstream_status for f in failures}
+        if not statuses <= {429, 503}:
+            return None
+        config = self.config
+        retry_after = min(min(waits), config.max_retry_after_seconds) if waits else None
+        if retry_after is None:
+            retry_after = config.breaker_cooldown_seconds
+        message = f"model {self.model!r}: every backend tried is busy ({error.message})"
+        if statuses == {429}:
+            return RateLimited(message, retry_after=retry_after)
+        return Overloaded(message, retry_after=retry_after)
 
     async def _round(self, reply: Reply, opener: Opener[OpenedT]) -> Won[OpenedT]:
         primary = await self._choose(reply)
@@ -342,9 +393,11 @@ class ProviderPool(Provider):
                 f"{backend.provider.label}: no first token within {limit:g} s"
             )
             self._finish(backend, trial, timeout, ok=False)
+            reply.failures.append(timeout)
             raise timeout from None
         except ProviderError as exc:
             self._finish(backend, trial, exc, ok=False)
+            reply.failures.append(exc)
             raise
         except BaseException:
             self._finish(backend, trial, None, ok=False)
