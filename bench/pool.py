@@ -78,7 +78,7 @@ def _options(argv: list[str] | None) -> argparse.Namespace:
     options.parts = [part for part in PARTS if part in parts]
     options.py_spy = find_py_spy() if options.profile else None
     if options.profile and options.py_spy is None:
-        parser.error("--profile needs py-spy (pip install py-spy)")
+        parser.error("--profile needs py-spy (pip install -e '.[profile]')")
     return options
 
 

@@ -11,6 +11,9 @@ from aiohttp import web
 from chatkeep.fakellm.config import FakeLLMConfig
 from chatkeep.fakellm.server import FakeLLMApp, Sleep
 
+#: Connections waiting to be accepted (the kernel caps it at net.core.somaxconn).
+LISTEN_BACKLOG = 2048
+
 
 def create_app(config: FakeLLMConfig | None = None, *, sleep: Sleep = asyncio.sleep) -> FakeLLMApp:
     """The fake backend's request handler for `config` (defaults: 16 tokens, no faults)."""
@@ -69,7 +72,9 @@ async def start_fake_llm(
     runner = web.ServerRunner(server, shutdown_timeout=shutdown_timeout, handle_signals=False)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        # A benchmark opens a thousand streams at once: aiohttp's default backlog (128)
+        # would drop connections before the fake backend ever saw them.
+        site = web.TCPSite(runner, host, port, backlog=LISTEN_BACKLOG)
         await site.start()
         bound_port = int(runner.addresses[0][1])
     except BaseException:
