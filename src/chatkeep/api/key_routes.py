@@ -72,6 +72,17 @@ class NewKey(BaseModel):
         description="Only these models. Left out: the creator's; `null`: every model.",
     )
 
+    def asked(self) -> dict[str, Any]:
+        """What `KeyService.create` takes of this body besides the owner."""
+        return {
+            "label": self.label,
+            "rate": self.rate,
+            "burst": self.burst,
+            "max_streams": self.max_streams,
+            "priority": self.priority,
+            "models": self.model_choice(),
+        }
+
     def model_choice(self) -> ModelChoice:
         """`grant`'s ``models``: left out, every model (an explicit ``null``), or these."""
         if self.models is None:
@@ -191,16 +202,7 @@ async def admin_list_keys(
     responses={201: {"model": CreatedKeyAnswer}, **error_responses(413, 422, 503)},
 )
 async def admin_create_key(body: NewAdminKey, service: Service) -> dict[str, Any]:
-    issued = await service.create(
-        None,
-        owner=body.owner,
-        label=body.label,
-        rate=body.rate,
-        burst=body.burst,
-        max_streams=body.max_streams,
-        priority=body.priority,
-        models=body.model_choice(),
-    )
+    issued = await service.create(None, owner=body.owner, **body.asked())
     return _created(issued)
 
 
@@ -242,16 +244,8 @@ async def list_own_keys(
     responses={201: {"model": CreatedKeyAnswer}, **error_responses(413, 422, 503)},
 )
 async def create_own_key(body: NewKey, service: Service, caller: CallingKey) -> dict[str, Any]:
-    issued = await service.create(
-        caller,
-        owner=body.owner if body.owner is not None else caller.owner_id,
-        label=body.label,
-        rate=body.rate,
-        burst=body.burst,
-        max_streams=body.max_streams,
-        priority=body.priority,
-        models=body.model_choice(),
-    )
+    owner = body.owner if body.owner is not None else caller.owner_id
+    issued = await service.create(caller, owner=owner, **body.asked())
     return _created(issued)
 
 
