@@ -54,7 +54,7 @@ class ModelRoute:
     context_tokens: int
     #: Counts tokens as the model does (a real tokenizer when installed).
     estimator: TokenEstimator
-    #: The whole-reply timeout, enforced by the provider (see `chatkeep.providers.http`).
+    #: The whole-reply timeout, enforced by the provider (see `chatkeep.providers.http_timeouts`).
     timeout_seconds: float
     config: ModelConfig
 
